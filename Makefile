@@ -1,0 +1,28 @@
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup standin test unit lint
+
+## setup: venv + project + test tools; on Debian as root also Docker, compose, registry, debootstrap
+setup:
+	@bash scripts/setup.sh
+
+## standin: build (or reuse) the offline stand-in for the Hugging Face PyTorch DLC
+standin: setup
+	$(BIN)/smimg dev standin --quiet
+
+## test: the whole suite, against a real Docker engine (installs and starts what it needs)
+test: setup
+	@if docker info >/dev/null 2>&1; then $(BIN)/smimg dev standin --quiet; fi
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## unit: the unit tests only (no Docker, no network), in seconds
+unit: setup
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+## lint: ruff and mypy
+lint: setup
+	$(BIN)/ruff check toolkit entrypoints tests
+	$(BIN)/ruff format --check toolkit entrypoints tests
+	$(BIN)/mypy

@@ -1,0 +1,166 @@
+"""Shared fixtures: a real Docker engine, the stand-in base, a real local registry and moto for AWS APIs.
+
+Integration tests carry the markers ``docker``, ``registry`` or ``aws``. When what they need is missing they
+skip with the reason locally, and FAIL under ``CI=true`` or ``--require-docker``: CI must never go green by
+skipping the tests that matter.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-docker",
+        action="store_true",
+        default=os.environ.get("CI", "").lower() in {"1", "true"},
+        help="fail, rather than skip, tests whose Docker engine or registry is missing (default under CI=true)",
+    )
+
+
+def _missing(config: pytest.Config, reason: str) -> None:
+    if config.getoption("--require-docker"):
+        pytest.fail(f"{reason} (required: CI=true or --require-docker)", pytrace=False)
+    pytest.skip(reason)
+
+
+_engine_error: list[str] = []
+
+
+def _engine_problem() -> str | None:
+    if not _engine_error:
+        from smimg import docker
+        from smimg.errors import SmimgError
+
+        try:
+            docker.client()
+            _engine_error.append("")
+        except SmimgError as exc:
+            _engine_error.append(f"no Docker engine: {exc.message}; run `make setup`")
+    return _engine_error[0] or None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    needs_engine = any(item.iter_markers(name) for name in ("docker", "registry"))
+    if needs_engine and (problem := _engine_problem()):
+        _missing(item.config, problem)
+    if any(item.iter_markers("registry")) and shutil.which("docker-registry") is None:
+        _missing(item.config, "docker-registry is not installed; run `make setup`")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers, if only with 401
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def standin_image() -> str:
+    """The stand-in DLC image (built once by `make test`; reused here when its inputs are unchanged)."""
+    from smimg import standin
+
+    return standin.ensure_standin().ref
+
+
+@dataclass(frozen=True)
+class Registry:
+    host: str
+    username: str | None
+    password: str | None
+
+    def auth_header(self) -> dict[str, str]:
+        if self.username is None:
+            return {}
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+
+def _start_registry(tmp: Path, username: str | None, password: str | None) -> tuple[subprocess.Popen[bytes], Registry]:
+    port = free_port()
+    auth = ""
+    if username is not None:
+        import bcrypt
+
+        assert password is not None
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
+        (tmp / "htpasswd").write_text(f"{username}:{hashed}\n")
+        auth = f"auth:\n  htpasswd:\n    realm: smimg-test\n    path: {tmp / 'htpasswd'}\n"
+    config = tmp / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n"
+        f"  filesystem:\n    rootdirectory: {tmp / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
+    )
+    with open(tmp / "log", "wb") as log:
+        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=log)
+    wait_http(f"http://127.0.0.1:{port}/v2/")
+    return proc, Registry(f"127.0.0.1:{port}", username, password)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A real OCI registry (Debian's docker-registry) on a free loopback port, with htpasswd auth."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed")
+    proc, reg = _start_registry(tmp_path_factory.mktemp("registry"), "smimg", "s3cret-Pass")
+    yield reg
+    proc.terminate()
+    proc.wait(10)
+
+
+@dataclass(frozen=True)
+class Moto:
+    endpoint: str
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[Moto]:
+    """moto in server mode on a free loopback port: the ECR, STS and S3 APIs without AWS."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield Moto(f"http://127.0.0.1:{port}")
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server: Moto, monkeypatch: pytest.MonkeyPatch) -> Moto:
+    """Dummy credentials and endpoints pointing at moto, in this test's process only."""
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for service in ("ECR", "STS", "S3"):
+        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", moto_server.endpoint)
+    return moto_server

@@ -1,0 +1,3 @@
+from smimg.cli.main import main
+
+main()

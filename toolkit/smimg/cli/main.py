@@ -1,0 +1,59 @@
+"""The `smimg` command line: parse options, call one library function, render the result."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from smimg import __version__
+from smimg.cli import console, dev
+from smimg.errors import SmimgError
+
+app = typer.Typer(
+    name="smimg",
+    help=(
+        "Build custom Amazon SageMaker training images on the Hugging Face PyTorch DLCs, "
+        "prove them locally as multi-node jobs, and ship them to ECR."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dev.app, name="dev")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.out.print(f"smimg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what smimg runs (debug level).")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    """Console entry point: SmimgError becomes a red message and exit 1; anything else is a bug."""
+    try:
+        app(standalone_mode=False)
+    except SmimgError as exc:
+        console.err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+        if exc.hint:
+            console.err.print(f"[yellow]hint:[/] {exc.hint}")
+        raise SystemExit(exc.exit_code) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        console.err.print("aborted")
+        raise SystemExit(130) from None
