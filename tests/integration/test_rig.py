@@ -7,8 +7,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from smimg import docker
 
+from smimg import docker
 from tests.conftest import Moto, Registry
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from smimg import docker
 from smimg.docker import Builder, BuilderKind
 from smimg.errors import DockerUnavailable

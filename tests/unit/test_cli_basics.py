@@ -3,9 +3,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from typer.testing import CliRunner
+
 from smimg import __version__
 from smimg.cli.main import app
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -198,3 +198,45 @@ def import_rootfs(tar_stream: Iterator[bytes] | bytes, ref: str) -> None:
 
 def have(command: str) -> bool:
     return shutil.which(command) is not None
+
+
+def pull(ref: str, auth_config: dict[str, str] | None = None, platform: str = "linux/amd64") -> None:
+    """Pull an image through the engine, with in-memory registry credentials.
+
+    Raises:
+        CommandError: the engine could not pull it (the message holds the engine's reason).
+    """
+    import docker.errors
+
+    repository, tag = (ref, None) if "@" in ref else _split_tag(ref)
+    try:
+        client().images.pull(repository, tag=tag, auth_config=auth_config, platform=platform)
+    except docker.errors.APIError as exc:
+        raise CommandError(["docker", "pull", ref], 1, str(exc.explanation or exc)) from None
+
+
+def _split_tag(ref: str) -> tuple[str, str | None]:
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag:
+        return ref, "latest"
+    return name, tag
+
+
+def read_image_file(ref: str, path: str) -> str | None:
+    """A file's text from an image without running it (through a created, never started container)."""
+    import io
+    import tarfile
+
+    import docker.errors
+
+    container = client().containers.create(ref, entrypoint=["/bin/true"])
+    try:
+        stream, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.next()
+            extracted = archive.extractfile(member) if member else None
+            return extracted.read().decode() if extracted else None
+    except docker.errors.NotFound:
+        return None
+    finally:
+        container.remove(force=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 
 class SmimgError(Exception):
     """Base of every error smimg raises on purpose.
@@ -36,3 +39,44 @@ class CommandError(SmimgError):
 
 class StandinError(SmimgError):
     """The local stand-in for the Hugging Face DLC could not be built."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid field of the image spec: where, what, and how to fix it."""
+
+    field: str
+    problem: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.problem}" + (f" (fix: {self.fix})" if self.fix else "")
+
+
+class SpecError(SmimgError):
+    """The image spec is invalid. Lists every problem at once, each with its field path and fix."""
+
+    exit_code = 2
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        listing = "\n".join(f"  - {p}" for p in self.problems)
+        count = f"{len(self.problems)} problem" + ("s" if len(self.problems) != 1 else "")
+        super().__init__(f"invalid image spec {source} ({count}):\n{listing}", "fix the fields above and run again")
+
+
+class BaseImageError(SmimgError):
+    """The base image cannot be resolved or fetched."""
+
+
+class AwsError(SmimgError):
+    """An AWS call failed: credentials, permissions or the service."""
+
+
+class BuildError(SmimgError):
+    """The image build failed; the message holds the failing step and its last output lines."""
+
+
+class ImageNotFound(SmimgError):
+    """A local image the command needs does not exist."""

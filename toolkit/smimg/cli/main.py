@@ -6,9 +6,10 @@ import logging
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from smimg import __version__
-from smimg.cli import console, dev
+from smimg.cli import build, console, dev
 from smimg.errors import SmimgError
 
 app = typer.Typer(
@@ -21,6 +22,11 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
+app.command("init")(build.init)
+app.command("render")(build.render_command)
+app.command("build")(build.build_command)
+app.command("inspect")(build.inspect_command)
+app.command("check")(build.check_command)
 app.add_typer(dev.app, name="dev")
 
 
@@ -48,9 +54,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except SmimgError as exc:
-        console.err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+        console.err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            console.err.print(f"[yellow]hint:[/] {exc.hint}")
+            console.err.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
         raise SystemExit(exc.exit_code) from None
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None

@@ -1,0 +1,53 @@
+"""Rendering BuildKit's plain progress: a live step view on a terminal, the raw lines elsewhere."""
+
+from __future__ import annotations
+
+import re
+from types import TracebackType
+
+from rich.status import Status
+
+from smimg.cli.console import err
+
+_STEP = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
+_STATE = re.compile(r"^#(\d+) (DONE [0-9.]+s|CACHED|ERROR.*)$")
+_OUTPUT = re.compile(r"^#(\d+) [0-9.]+ (.*)$")
+
+
+class BuildView:
+    """Feed it lines; on a terminal it shows each step once, with its state, and the step running now."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.steps: dict[str, str] = {}
+        self.status: Status | None = None
+
+    def __enter__(self) -> BuildView:
+        if self.live:
+            self.status = err.status("starting build")
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def __call__(self, line: str) -> None:
+        if not self.live:
+            err.print(line, markup=False, highlight=False)
+            return
+        assert self.status is not None
+        if match := _STEP.match(line):
+            self.steps[match[1]] = match[2]
+            self.status.update(match[2][:100])
+        elif match := _STATE.match(line):
+            step = self.steps.get(match[1])
+            if step and not step.startswith("[internal]"):
+                state = match[2]
+                mark = "[red]✗[/]" if state.startswith("ERROR") else "[green]✓[/]"
+                err.print(f"{mark} {step[:100]} [dim]{state.lower()}[/]", highlight=False)
+        elif match := _OUTPUT.match(line):
+            step = self.steps.get(match[1], "")
+            self.status.update(f"{step[:60]} [dim]{match[2][:60]}[/]")
+        elif not line.startswith("#"):
+            err.print(line, markup=False, highlight=False)

@@ -1,0 +1,368 @@
+"""The image spec: one validated model, loaded from ``smimg.yaml`` or ``[tool.smimg]`` in ``pyproject.toml``.
+
+Every problem is found before any build starts and reported together, each with its dotted field path and fix.
+Paths in the spec are relative to the folder of the file that holds it (the project root).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from smimg.errors import Problem, SpecError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SPEC_FILE = "smimg.yaml"
+PYPROJECT = "pyproject.toml"
+
+# Docker's reference grammar, simplified: [registry[:port]/]path[:tag][@digest], lowercase path components.
+_REF = re.compile(
+    r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+_REPO_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_SYSTEM_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_:~=-]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc|\.post|\.dev)[0-9]+)*$")
+_PLATFORM = re.compile(r"^linux/(amd64|arm64)$")
+_INDEX_OPTION = re.compile(r"^\s*(--index-url|-i|--extra-index-url|--trusted-host|--find-links|-f)\b")
+
+BLOCK_NAMES = ("after_system_packages", "after_requirements", "final")
+BlockName = Literal["after_system_packages", "after_requirements", "final"]
+Launcher = Literal["torchrun", "accelerate", "python"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseSpec(_Model):
+    """The image to build on: an explicit ``image``, or Hugging Face DLC framework versions."""
+
+    image: str | None = Field(None, description="Any image reference, e.g. a local image or a DLC URI.")
+    transformers: str | None = Field(None, description="transformers version of the HF DLC, e.g. 4.56.2.")
+    pytorch: str | None = Field(None, description="PyTorch version of the HF DLC, e.g. 2.8.0.")
+    python: str | None = Field(None, description="Python of the HF DLC, e.g. py312.")
+    region: str | None = Field(None, description="AWS region whose DLC registry to pull from.")
+
+
+class PipSpec(_Model):
+    """Where pip finds packages. Credentials never go in this file: name environment variables that hold them."""
+
+    index_url: str | None = Field(None, description="A public index URL without credentials.")
+    extra_index_urls: tuple[str, ...] = ()
+    index_url_env: str | None = Field(
+        None, description="Name of a host environment variable holding an index URL with credentials."
+    )
+    extra_index_url_env: str | None = Field(
+        None, description="Name of a host environment variable holding an extra index URL with credentials."
+    )
+    ca_bundle: Path | None = Field(None, description="CA bundle pip inside the build should trust.")
+
+
+class CodeSpec(_Model):
+    """The training code: a folder and the script (or module) in it that the launcher starts."""
+
+    source_dir: Path = Path("src")
+    entry_point: str = "train.py"
+    bake: bool = Field(True, description="Copy the code into the image; false: deliver it at run time.")
+    exclude: tuple[str, ...] = ("__pycache__", "*.pyc", ".git", ".venv")
+
+
+class ImageSpec(_Model):
+    """Everything that determines a training image."""
+
+    name: str = Field(description="Image repository name, also the ECR repository by default.")
+    base: BaseSpec
+    accelerate: str | None = Field(None, description="accelerate version; none keeps the base's.")
+    requirements: tuple[Path, ...] = ()
+    packages: tuple[str, ...] = Field((), description="Extra requirement specifiers, e.g. 'datasets>=3'.")
+    base_overrides: tuple[str, ...] = Field(
+        (), description="Base packages (torch stack) that requirements are allowed to replace."
+    )
+    system_packages: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    pip: PipSpec = PipSpec()
+    code: CodeSpec | None = None
+    launcher: Launcher = "torchrun"
+    labels: dict[str, str] = Field(default_factory=dict)
+    platform: str = "linux/amd64"
+    blocks: dict[BlockName, str] = Field(default_factory=dict)
+
+
+class LoadedSpec(_Model):
+    """A validated spec and where it came from."""
+
+    spec: ImageSpec
+    root: Path
+    source: str
+
+
+def find_spec_file(folder: Path) -> Path | None:
+    """``smimg.yaml`` in ``folder``, else a ``pyproject.toml`` there with a ``[tool.smimg]`` table."""
+    if (folder / SPEC_FILE).is_file():
+        return folder / SPEC_FILE
+    pyproject = folder / PYPROJECT
+    if pyproject.is_file() and "smimg" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+        return pyproject
+    return None
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    """The spec's raw mapping from a YAML file or a pyproject's ``[tool.smimg]``."""
+    if path.name == PYPROJECT:
+        try:
+            table = tomllib.loads(path.read_text()).get("tool", {}).get("smimg")
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(str(path), [Problem("(file)", f"not valid TOML: {exc}")]) from exc
+        if not isinstance(table, dict):
+            raise SpecError(str(path), [Problem("tool.smimg", "missing", "add a [tool.smimg] table")])
+        return table
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), [Problem("(file)", f"not valid YAML: {exc}")]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(str(path), [Problem("(file)", "must be a mapping of fields", "see `smimg init`")])
+    return data
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply CLI flags given as dotted paths (``base.image``) over the file's values; None means not given."""
+    merged: dict[str, Any] = _deep_copy(raw)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = merged
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[leaf] = value
+    if overrides.get("base.image") is not None and isinstance(merged.get("base"), dict):
+        # An explicit base replaces framework versions rather than conflicting with them.
+        merged["base"] = {"image": merged["base"]["image"]}
+    return merged
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def load_spec(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> LoadedSpec:
+    """Load, merge CLI overrides into, and validate an image spec.
+
+    Args:
+        path: a ``smimg.yaml``, a ``pyproject.toml``, or a folder holding one; default the current folder.
+        overrides: dotted field paths to values, from CLI flags; None values are ignored.
+
+    Raises:
+        SpecError: listing every problem with its field path and fix.
+    """
+    path = Path(path) if path is not None else Path.cwd()
+    if path.is_dir():
+        found = find_spec_file(path)
+        if found is None:
+            raise SpecError(
+                str(path),
+                [Problem("(file)", f"no {SPEC_FILE} or [tool.smimg] in {PYPROJECT} here", "run `smimg init`")],
+            )
+        path = found
+    elif not path.is_file():
+        raise SpecError(str(path), [Problem("(file)", "does not exist", "pass the path of your smimg.yaml")])
+    raw = apply_overrides(read_raw(path), overrides or {})
+    return validate(raw, root=path.parent.resolve(), source=str(path))
+
+
+def validate(raw: Mapping[str, Any], *, root: Path, source: str) -> LoadedSpec:
+    """Validate a raw mapping: schema first, then the checks that read files and refuse unsafe text."""
+    try:
+        spec = ImageSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(source, [_from_pydantic(e) for e in exc.errors()]) from None
+    problems = check(spec, root)
+    if problems:
+        raise SpecError(source, problems)
+    return LoadedSpec(spec=spec, root=root, source=source)
+
+
+def _from_pydantic(error: Mapping[str, Any]) -> Problem:
+    loc = ".".join(str(part) for part in error["loc"]) or "(root)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = _known_fields(error["loc"][:-1])
+        return Problem(loc, "unknown field", f"remove it, or use one of: {', '.join(known)}")
+    if kind == "missing":
+        return Problem(loc, "required field is missing", "add it")
+    if kind == "literal_error":
+        return Problem(loc, error["msg"], "use one of the listed values")
+    return Problem(loc, error["msg"])
+
+
+def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = ImageSpec
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        nested = [a for a in candidates if issubclass(a, BaseModel)]
+        if not nested:
+            return list(BLOCK_NAMES) if str(part) == "blocks" else []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def parse_ref(ref: str) -> re.Match[str] | None:
+    """Match a Docker image reference; None when it is malformed."""
+    return _REF.match(ref)
+
+
+def check(spec: ImageSpec, root: Path) -> list[Problem]:
+    """The checks a schema cannot express. Pure apart from reading the files the spec names."""
+    problems: list[Problem] = []
+    add = problems.append
+
+    if not _REPO_NAME.match(spec.name):
+        add(Problem("name", f"{spec.name!r} is not a valid repository name", "lowercase letters, digits, . _ - /"))
+
+    base = spec.base
+    versions = {"transformers": base.transformers, "pytorch": base.pytorch, "python": base.python}
+    if base.image is not None:
+        if any(v is not None for v in versions.values()):
+            add(Problem("base", "both base.image and framework versions are set", "keep one of them"))
+        if parse_ref(base.image) is None:
+            add(Problem("base.image", f"{base.image!r} is not a valid image reference", "e.g. repo/name:tag"))
+    else:
+        missing = [k for k, v in versions.items() if v is None]
+        if missing:
+            add(
+                Problem(
+                    "base",
+                    f"framework versions incomplete: {', '.join('base.' + m for m in missing)} missing",
+                    "set base.transformers, base.pytorch and base.python, or base.image",
+                )
+            )
+    if spec.accelerate is not None and not _VERSION.match(spec.accelerate):
+        add(Problem("accelerate", f"{spec.accelerate!r} is not a version", "e.g. 1.14.0"))
+
+    for i, req in enumerate(spec.requirements):
+        problems.extend(_check_requirements_file(f"requirements.{i}", root / req))
+    for i, line in enumerate(spec.packages):
+        if (problem := _requirement_problem(line)) is not None:
+            add(Problem(f"packages.{i}", problem, "write one PEP 508 specifier, e.g. 'datasets>=3.0'"))
+    for i, name in enumerate(spec.base_overrides):
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*\*?$", name):
+            add(Problem(f"base_overrides.{i}", f"{name!r} is not a package name", "e.g. torchvision or nvidia-*"))
+
+    for i, pkg in enumerate(spec.system_packages):
+        if not _SYSTEM_PACKAGE.match(pkg):
+            add(Problem(f"system_packages.{i}", f"{pkg!r} is not a package name", "one apt/dnf name, e.g. git-lfs"))
+    for key, value in spec.env.items():
+        if not _ENV_KEY.match(key):
+            add(Problem(f"env.{key}", "not a valid variable name", "letters, digits and _ only"))
+        if "\n" in value or "\r" in value:
+            add(Problem(f"env.{key}", "value spans several lines", "use a single-line value"))
+    for key, value in spec.labels.items():
+        if not _LABEL_KEY.match(key):
+            add(Problem(f"labels.{key}", "not a valid label key", "e.g. com.example.team"))
+        if "\n" in value:
+            add(Problem(f"labels.{key}", "value spans several lines", "use a single-line value"))
+    if not _PLATFORM.match(spec.platform):
+        add(Problem("platform", f"{spec.platform!r} is not supported", "SageMaker training runs linux/amd64"))
+
+    pip = spec.pip
+    for field, url in [("pip.index_url", pip.index_url)] + [
+        (f"pip.extra_index_urls.{i}", u) for i, u in enumerate(pip.extra_index_urls)
+    ]:
+        if url is not None and re.match(r"^[a-z+]+://[^/@]+@", url):
+            add(
+                Problem(
+                    field,
+                    "holds credentials, which would end up in the image",
+                    "move the URL to an environment variable and name it in pip.index_url_env",
+                )
+            )
+    for field, var in (("pip.index_url_env", pip.index_url_env), ("pip.extra_index_url_env", pip.extra_index_url_env)):
+        if var is not None and not _ENV_KEY.match(var):
+            add(Problem(field, f"{var!r} is not an environment variable name", "e.g. PIP_INDEX_URL"))
+    if pip.ca_bundle is not None and not (root / pip.ca_bundle).is_file():
+        add(Problem("pip.ca_bundle", f"file {root / pip.ca_bundle} does not exist", "give the path of a PEM file"))
+
+    if spec.code is not None:
+        src = root / spec.code.source_dir
+        if not src.is_dir():
+            add(Problem("code.source_dir", f"folder {src} does not exist", "create it or fix the path"))
+        elif not spec.code.entry_point.startswith("-m ") and not (src / spec.code.entry_point).is_file():
+            add(
+                Problem(
+                    "code.entry_point",
+                    f"{spec.code.entry_point} not found in {src}",
+                    "name a script inside code.source_dir, or '-m package.module'",
+                )
+            )
+        if src.is_dir() and (src / "opt" / "ml").exists():
+            add(Problem("code.source_dir", "contains opt/ml", "SageMaker reserves /opt/ml; keep code out of it"))
+
+    for name, text in spec.blocks.items():
+        if re.search(r"(?im)^\s*FROM\s", text):
+            add(Problem(f"blocks.{name}", "must not start a new stage (FROM)", "use RUN/ENV/COPY instructions"))
+    return problems
+
+
+def _requirement_problem(line: str) -> str | None:
+    """Why one requirement specifier is unsafe or invalid, or None when it is a plain PEP 508 requirement."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if any(ch in line for ch in "\n\r\\"):
+        return f"{line!r} spans several lines or has a backslash"
+    try:
+        Requirement(line)
+    except InvalidRequirement as exc:
+        return f"{line!r} is not a valid requirement ({exc})"
+    return None
+
+
+def _check_requirements_file(field: str, path: Path) -> list[Problem]:
+    if not path.is_file():
+        return [Problem(field, f"file {path} does not exist", "create it or fix the path")]
+    problems = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        stripped = line.strip()
+        if _INDEX_OPTION.match(stripped):
+            problems.append(
+                Problem(
+                    f"{field} ({path.name}:{number})",
+                    "sets a package index inside a requirements file, which is copied into the image",
+                    "move it to pip.index_url, or pip.index_url_env when it holds credentials",
+                )
+            )
+        elif re.match(r"^\s*(-r|-c|--requirement|--constraint)\b", stripped):
+            problems.append(
+                Problem(
+                    f"{field} ({path.name}:{number})",
+                    "includes another file, which is not in the build context",
+                    "list that file under requirements instead",
+                )
+            )
+    return problems
