@@ -123,6 +123,12 @@ def requirements(args):
 
 def wheel(args):
     subprocess.run(installer() + ["--no-deps", "--no-index", args.path], check=True)
+    # Fixed paths for the exec-form ENTRYPOINT, whichever bin folder the base's Python uses.
+    for name, function in (("smimg-train", "main"), ("smimg-launch", "launch_main")):
+        path = f"/opt/smimg/bin/{name}"
+        with open(path, "w") as out:
+            out.write(f"#!{sys.executable}\nfrom smimg_entrypoint.main import {function}\n{function}()\n")
+        os.chmod(path, 0o755)
     write_packages()
 
 

@@ -26,3 +26,9 @@ RUN /opt/smimg/bin/python /opt/smimg/installer.py wheel /opt/smimg/dist/smimg_en
 
 ENV GREETING="say \"hi\" for \$5" TOKENIZERS_PARALLELISM="false"
 ENV SMIMG_LAUNCHER=accelerate
+
+# PID 1 is the smimg entrypoint (exec form, no shell, no tini): `train` launches the job, anything else runs as
+# given. The base's start_with_right_hostname.sh is replaced: its gethostname() shim only serves MPI launchers.
+ENV PATH=/opt/smimg/bin:$PATH
+ENTRYPOINT ["/opt/smimg/bin/smimg-train"]
+CMD ["train"]

@@ -19,3 +19,9 @@ RUN /opt/smimg/bin/python /opt/smimg/installer.py wheel /opt/smimg/dist/smimg_en
 # Code lives outside /opt/ml/code: anything there silently disables the SDK's uploaded sourcedir.tar.gz.
 ENV SMIMG_CODE_DIR=/opt/smimg/code SMIMG_ENTRY_POINT="train.py" SMIMG_LAUNCHER=torchrun
 COPY code/ /opt/smimg/code/
+
+# PID 1 is the smimg entrypoint (exec form, no shell, no tini): `train` launches the job, anything else runs as
+# given. The base's start_with_right_hostname.sh is replaced: its gethostname() shim only serves MPI launchers.
+ENV PATH=/opt/smimg/bin:$PATH
+ENTRYPOINT ["/opt/smimg/bin/smimg-train"]
+CMD ["train"]

@@ -1,0 +1,65 @@
+"""Hyperparameters as SageMaker delivers them (all strings, JSON-encoded by the SDK) to an argument list.
+
+No shell is involved anywhere: values with spaces, quotes or ``; rm -rf /`` arrive in the script verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# Keys the platform, the SDK or smimg reserve; they configure the launch and never reach the script.
+RESERVED_PREFIXES = ("sagemaker_", "smimg_")
+RESERVED_KEYS = ("_tuning_objective_metric", "default_user_module_name")
+BOOL_STYLES = ("value", "flag")
+
+
+def decode(raw: Mapping[str, str]) -> dict[str, Any]:
+    """JSON-decode each value as the SDK encodes it; a value that is not JSON stays the raw string."""
+    decoded: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            decoded[key] = json.loads(value)
+        except (TypeError, ValueError):
+            decoded[key] = value
+    return decoded
+
+
+def split(decoded: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(user hyperparameters, reserved ones)."""
+    user, reserved = {}, {}
+    for key, value in decoded.items():
+        if key.startswith(RESERVED_PREFIXES) or key in RESERVED_KEYS:
+            reserved[key] = value
+        else:
+            user[key] = value
+    return user, reserved
+
+
+def to_args(user: Mapping[str, Any], bool_style: str = "value") -> list[str]:
+    """``--key value`` pairs in sorted key order, as sagemaker-training orders them.
+
+    Booleans: ``value`` gives ``--flag True``/``--flag False`` (what the toolkit and HfArgumentParser expect);
+    ``flag`` gives a bare ``--flag`` for True and nothing for False (argparse ``store_true``).
+    Lists and mappings are passed as JSON.
+    """
+    if bool_style not in BOOL_STYLES:
+        raise ValueError(f"smimg_bool_style must be one of {', '.join(BOOL_STYLES)}, not {bool_style!r}")
+    args: list[str] = []
+    for key in sorted(user):
+        value = user[key]
+        name = f"--{key}"
+        if isinstance(value, bool):
+            if bool_style == "flag":
+                if value:
+                    args.append(name)
+                continue
+            args += [name, str(value)]
+        elif value is None:
+            args += [name, ""]
+        elif isinstance(value, (list, dict)):
+            args += [name, json.dumps(value)]
+        else:
+            args += [name, str(value)]
+    return args

@@ -1,0 +1,164 @@
+"""Fate sharing between the nodes of one job, over a line protocol on TCP.
+
+torchrun alone lets a node whose peer died sit in a collective until its timeout (30 minutes with gloo). Here
+every node's entrypoint holds a connection to the master's: a failure anywhere, or a node that vanishes, is
+broadcast, and every node stops its workers at once. Messages: HELLO host, DONE host, FAIL host reason,
+ABORT host reason, BYE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PeerFailure:
+    host: str
+    reason: str
+
+
+def _send(sock: socket.socket, *words: str) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall((" ".join(words) + "\n").encode())
+
+
+class Master:
+    """Runs on the master node: collects HELLO/DONE/FAIL from workers and broadcasts ABORT."""
+
+    def __init__(self, port: int, workers: Sequence[str]) -> None:
+        self.expected: set[str] = set(workers)
+        self.events: queue.Queue[PeerFailure] = queue.Queue()
+        self.done: set[str] = set()
+        self.joined: set[str] = set()
+        self.conns: dict[str, socket.socket] = {}
+        self.lock = threading.Lock()
+        self.aborted = False
+        self.server = socket.create_server(("0.0.0.0", port), reuse_port=False)
+        self.server.settimeout(0.5)
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closing:
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        host = "?"
+        finished = False
+        with conn, conn.makefile("r") as lines:
+            for line in lines:
+                word, _, rest = line.rstrip("\n").partition(" ")
+                if word == "HELLO":
+                    host = rest
+                    with self.lock:
+                        self.joined.add(host)
+                        self.conns[host] = conn
+                        if self.aborted:
+                            _send(conn, "ABORT", "master", json.dumps("job already aborted"))
+                elif word == "DONE":
+                    finished = True
+                    with self.lock:
+                        self.done.add(host)
+                elif word == "FAIL":
+                    finished = True
+                    name, _, reason = rest.partition(" ")
+                    self.abort(PeerFailure(name, json.loads(reason or '""')))
+        if not finished and not self.closing:
+            self.abort(PeerFailure(host, f"{host} lost its connection to the master (node crashed or was killed)"))
+
+    def abort(self, failure: PeerFailure) -> None:
+        with self.lock:
+            if self.aborted:
+                return
+            self.aborted = True
+            conns = list(self.conns.values())
+        for conn in conns:
+            _send(conn, "ABORT", failure.host, json.dumps(failure.reason))
+        self.events.put(failure)
+
+    def missing(self) -> set[str]:
+        with self.lock:
+            return self.expected - self.joined
+
+    def wait_all_done(self, timeout: float) -> set[str]:
+        """Wait for every worker's DONE; return those that never reported."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.expected <= self.done or self.aborted:
+                    break
+            time.sleep(0.1)
+        with self.lock:
+            return self.expected - self.done
+
+    def close(self) -> None:
+        self.closing = True
+        with self.lock:
+            conns = list(self.conns.values())
+        for conn in conns:
+            _send(conn, "BYE")
+        self.server.close()
+
+
+class Worker:
+    """Runs on every other node: joins the master, reports the outcome, listens for ABORT."""
+
+    def __init__(self, host: str, address: str, port: int, deadline: float) -> None:
+        self.host = host
+        self.events: queue.Queue[PeerFailure] = queue.Queue()
+        self.finished = threading.Event()
+        self.sock = self._connect(address, port, deadline)
+        _send(self.sock, "HELLO", host)
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    @staticmethod
+    def _connect(address: str, port: int, deadline: float) -> socket.socket:
+        while True:
+            try:
+                return socket.create_connection((address, port), timeout=5)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not reach the master's entrypoint at {address}:{port}") from None
+                time.sleep(0.5)
+
+    def _listen(self) -> None:
+        self.sock.settimeout(None)
+        with self.sock.makefile("r") as lines:
+            for line in lines:
+                word, _, rest = line.rstrip("\n").partition(" ")
+                if word == "ABORT":
+                    host, _, reason = rest.partition(" ")
+                    self.events.put(PeerFailure(host, json.loads(reason or '""')))
+                elif word == "BYE":
+                    self.finished.set()
+                    return
+        if not self.finished.is_set():
+            self.events.put(
+                PeerFailure("master", "the master node's entrypoint went away (node crashed or was killed)")
+            )
+
+    def report(self, ok: bool, reason: str = "") -> None:
+        if ok:
+            _send(self.sock, "DONE", self.host)
+        else:
+            # After a FAIL this node is on its way out: the master closing on us is no news.
+            self.finished.set()
+            _send(self.sock, "FAIL", self.host, json.dumps(reason))
+
+    def close(self) -> None:
+        self.finished.set()
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -1,0 +1,149 @@
+"""The entrypoint as real processes, no Docker: two nodes on loopback, real torchrun, gloo collectives."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+SCRIPT = r"""
+import argparse, os, signal, sys, time
+import torch
+import torch.distributed as dist
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--note")
+parser.add_argument("--fail_rank", type=int, default=-1)
+parser.add_argument("--wait_for_signal", default="False")
+args = parser.parse_args()
+rank = int(os.environ["RANK"])
+if args.wait_for_signal == "True":
+    def checkpoint(signum, frame):
+        with open(os.path.join(os.environ["SM_MODEL_DIR"], f"checkpoint-{rank}"), "w") as f:
+            f.write("saved")
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, checkpoint)
+    open(os.path.join(os.environ["SM_MODEL_DIR"], f"ready-{rank}"), "w").close()
+    time.sleep(600)
+dist.init_process_group("gloo")
+if rank == args.fail_rank:
+    raise ValueError(f"boom on rank {rank}")
+value = torch.tensor([float(rank + 1)])
+dist.all_reduce(value)
+print(f"RESULT rank={rank} world={dist.get_world_size()} sum={value.item()} note={args.note!r}", flush=True)
+if rank == 0:
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "result.txt"), "w") as f:
+        f.write(f"{dist.get_world_size()} {value.item()}")
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def node_tree(root: Path, host: str, hosts: list[str], hps: dict[str, str]) -> Path:
+    base = root / host / "opt" / "ml"
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": host, "hosts": hosts}))
+    (config / "hyperparameters.json").write_text(json.dumps(hps))
+    (config / "inputdataconfig.json").write_text("{}")
+    for sub in ("model", "output/data"):
+        (base / sub).mkdir(parents=True)
+    return base
+
+
+def start(base: Path, code: Path, ports: tuple[int, int], nproc: int = 2) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "SAGEMAKER_BASE_DIR": str(base),
+        "SMIMG_CODE_DIR": str(code),
+        "SMIMG_ENTRY_POINT": "train.py",
+        "SMIMG_NPROC_PER_NODE": str(nproc),
+        "SMIMG_MASTER_PORT": str(ports[0]),
+        "SMIMG_WATCH_PORT": str(ports[1]),
+        "SMIMG_HOST_ADDRESSES": json.dumps({"algo-1": "127.0.0.1", "algo-2": "127.0.0.1"}),
+        "SMIMG_ABORT_GRACE": "5",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "smimg-train"), "train"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.fixture
+def code(tmp_path: Path) -> Path:
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "train.py").write_text(SCRIPT)
+    return folder
+
+
+def run_two_nodes(tmp_path: Path, code: Path, hps: dict[str, str]) -> tuple[list[int], list[str], list[Path]]:
+    hosts = ["algo-2", "algo-1"]
+    ports = (free_port(), free_port())
+    bases = [node_tree(tmp_path, h, hosts, hps) for h in ("algo-1", "algo-2")]
+    procs = [start(base, code, ports) for base in bases]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    return [p.returncode for p in procs], outputs, bases
+
+
+def test_two_nodes_all_reduce_over_world_of_four(tmp_path: Path, code: Path) -> None:
+    note = "two words; rm -rf / 'q' \"dq\""
+    codes, outputs, bases = run_two_nodes(tmp_path, code, {"note": json.dumps(note)})
+    assert codes == [0, 0], outputs
+    results = [line for out in outputs for line in out.splitlines() if "RESULT" in line]
+    assert len(results) == 4
+    assert all("world=4 sum=10.0" in line and repr(note) in line for line in results), results
+    assert (bases[0] / "model" / "result.txt").read_text() == "4 10.0"
+    assert not (bases[1] / "model" / "result.txt").exists()
+    assert "node rank 1" in outputs[1] and "master algo-1 (127.0.0.1" in outputs[1]
+
+
+def test_one_failing_rank_fails_both_nodes_promptly(tmp_path: Path, code: Path) -> None:
+    started = time.monotonic()
+    codes, outputs, bases = run_two_nodes(tmp_path, code, {"fail_rank": "3"})
+    elapsed = time.monotonic() - started
+    assert all(rc != 0 for rc in codes), (codes, outputs)
+    assert elapsed < 90, f"took {elapsed:.0f}s"
+    failing = (bases[1] / "output" / "failure").read_text()
+    assert "ValueError: boom on rank 3" in failing
+    assert len(failing) <= 1024
+    assert "ExitCode" in failing and "algo-2" in failing
+    peer = (bases[0] / "output" / "failure").read_text()
+    assert "peer algo-2 failed" in peer and "boom on rank 3" in peer
+
+
+def test_user_failure_file_is_kept(tmp_path: Path, code: Path) -> None:
+    base = node_tree(tmp_path, "algo-1", ["algo-1"], {"fail_rank": "0"})
+    (base / "output" / "failure").write_text("my own reason")
+    proc = start(base, code, (free_port(), free_port()), nproc=1)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert (base / "output" / "failure").read_text() == "my own reason"
+
+
+def test_sigterm_reaches_the_script_which_saves_a_checkpoint(tmp_path: Path, code: Path) -> None:
+    base = node_tree(tmp_path, "algo-1", ["algo-1"], {"wait_for_signal": "true"})
+    proc = start(base, code, (free_port(), free_port()), nproc=2)
+    deadline = time.monotonic() + 120
+    while not all((base / "model" / f"ready-{r}").exists() for r in (0, 1)):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.2)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert time.monotonic() - sent < 30
+    assert {p.name for p in (base / "model").glob("checkpoint-*")} == {"checkpoint-0", "checkpoint-1"}
+    assert "forwarding SIGTERM" in output
