@@ -117,7 +117,9 @@ def requirements(args):
         sys.stdout.write(proc.stdout)
         if proc.returncode != 0:
             explained = explain_conflict(proc.stdout, constraints)
-            sys.exit(explained or f"smimg: installing the requirements failed (pip exit {proc.returncode})")
+            # One stream, flushed: BuildKit interleaves stdout and stderr chunks mid-line.
+            print(explained or f"smimg: installing the requirements failed (pip exit {proc.returncode})", flush=True)
+            sys.exit(1)
     write_packages()
 
 
