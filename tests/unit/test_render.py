@@ -13,6 +13,7 @@ import pytest
 
 from smimg.bases import resolve_base
 from smimg.docker import Builder, BuilderKind
+from smimg.errors import BuildError
 from smimg.render import BuildPlan, Secret, plan_build
 from smimg.spec import load_spec
 
@@ -80,8 +81,13 @@ def test_content_hash_follows_inputs(tmp_path: Path) -> None:
     assert first.dockerfile == code_edit.dockerfile
 
 
-def test_legacy_builder_gets_no_mounts_and_no_secrets() -> None:
-    legacy = plan("custom-base", Builder(BuilderKind.LEGACY, "docker"))
+def test_legacy_builder_refuses_secrets() -> None:
+    with pytest.raises(BuildError, match="legacy docker builder cannot"):
+        plan("custom-base", Builder(BuilderKind.LEGACY, "docker"))
+
+
+def test_legacy_builder_gets_no_mounts() -> None:
+    legacy = plan("ubuntu-dlc", Builder(BuilderKind.LEGACY, "docker"))
     assert "--mount" not in legacy.dockerfile
     assert legacy.secrets == ()
     assert legacy.argv[:2] == ("docker", "build")

@@ -23,6 +23,7 @@ import jinja2
 
 from smimg import __version__
 from smimg.docker import Builder, BuilderKind
+from smimg.errors import BuildError
 from smimg.resources import entrypoint_src_dir, images_dir
 from smimg.spec import BLOCK_NAMES, ImageSpec, LoadedSpec
 
@@ -191,6 +192,11 @@ def plan_build(
     if spec.code is not None and spec.code.bake:
         files += _code_files(root / spec.code.source_dir, spec.code.exclude)
 
+    if not buildkit and (spec.pip.index_url_env or spec.pip.extra_index_url_env):
+        raise BuildError(
+            "the spec passes index credentials as build secrets, which the legacy docker builder cannot do",
+            "install the docker buildx plugin (or use a docker client older than 23.0, which has BuildKit built in)",
+        )
     secrets = _secrets(spec, root, ca_bundle) if buildkit else ()
     pip_options = [f"--index-url {shlex.quote(spec.pip.index_url)}"] if spec.pip.index_url else []
     pip_options += [f"--extra-index-url {shlex.quote(u)}" for u in spec.pip.extra_index_urls]
