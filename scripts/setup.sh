@@ -43,6 +43,14 @@ fi
 docker_ok() { docker info >/dev/null 2>&1; }
 if ! docker_ok; then
     if apt_ok && command -v dockerd >/dev/null; then
+        # A daemon killed without cleanup (machines end sessions with SIGKILL) leaves its pid file behind, and a
+        # new dockerd refuses to start over it; one still shutting down gets a few seconds to finish.
+        pidfile=/var/run/docker.pid
+        for _ in $(seq 20); do
+            [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+            sleep 1
+        done
+        if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then rm -f "$pidfile"; fi
         say "starting dockerd in the background (log: /var/log/smimg-dockerd.log)"
         # No systemd on these machines: dockerd runs detached from this shell so it outlives `make`.
         setsid nohup dockerd >/var/log/smimg-dockerd.log 2>&1 </dev/null &
