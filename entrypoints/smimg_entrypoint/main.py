@@ -69,7 +69,7 @@ def write_failure(paths: Paths, text: str) -> None:
     try:
         paths.failure.parent.mkdir(parents=True, exist_ok=True)
         with paths.failure.open("x") as handle:
-            handle.write(text[-FAILURE_LIMIT:] if len(text) > FAILURE_LIMIT else text)
+            handle.write(text[-FAILURE_LIMIT:])
     except FileExistsError:
         pass
     except OSError as exc:
@@ -185,6 +185,7 @@ class Job:
         self.stop_signal: int | None = None
         self.stop_deadline: float | None = None
         self.peer_failure: PeerFailure | None = None
+        self.child: subprocess.Popen[bytes] | None = None
 
     def on_signal(self, signum: int, _frame: object) -> None:
         if self.stop_signal is None:
@@ -199,8 +200,6 @@ class Job:
                 # The workers get SIGTERM first and the launcher later, so torchrun's own 30 s kill timer
                 # does not cut a checkpoint short.
                 _signal_tree(self.child.pid, signal.SIGTERM, include_root=False)
-
-    child: subprocess.Popen[bytes] | None = None
 
     def run(self) -> int:
         plan = self.plan
@@ -296,7 +295,7 @@ class Job:
         if ok:
             log("job completed", plan.node_rank)
             return 0
-        return rc if rc not in (0,) and rc > 0 else 1
+        return rc if rc > 0 else 1
 
 
 def _host_addresses() -> Mapping[str, str] | None:

@@ -66,7 +66,7 @@ def base_digest(
         attrs = docker.image_attrs(base.ref)
     if attrs is None:
         return base.ref, None
-    repo = base.ref.split("@")[0].rsplit(":", 1)[0] if ":" in base.ref.split("/")[-1] else base.ref.split("@")[0]
+    repo, _ = docker.split_tag(base.ref.split("@")[0])
     for repo_digest in attrs.get("RepoDigests") or []:
         name, _, digest = repo_digest.partition("@")
         if name == repo:
@@ -142,9 +142,9 @@ def build(
     existing = docker.image_attrs(plan.content_tag)
     if existing is not None and not force:
         _tag_extra(plan)
-        return _result(plan, built=False, started=started)
+        return _result(plan, existing, built=False, started=started)
     execute(plan, on_line=on_line)
-    return _result(plan, built=True, started=started)
+    return _result(plan, docker.image_attrs(plan.content_tag), built=True, started=started)
 
 
 def execute(plan: BuildPlan, *, on_line: Callable[[str], None] | None = None) -> None:
@@ -202,8 +202,7 @@ def _tag_extra(plan: BuildPlan) -> None:
         image.tag(repository, name)
 
 
-def _result(plan: BuildPlan, *, built: bool, started: float) -> BuildResult:
-    attrs = docker.image_attrs(plan.content_tag)
+def _result(plan: BuildPlan, attrs: dict[str, Any] | None, *, built: bool, started: float) -> BuildResult:
     if attrs is None:
         raise BuildError(f"the build finished but {plan.content_tag} is not in the engine", "run with --verbose")
     return BuildResult(

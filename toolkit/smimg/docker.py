@@ -12,9 +12,8 @@ import functools
 import logging
 import os
 import shlex
-import shutil
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,17 +188,6 @@ def image_attrs(ref: str) -> dict[str, Any] | None:
         return None
 
 
-def import_rootfs(tar_stream: Iterator[bytes] | bytes, ref: str) -> None:
-    """``docker import`` a root filesystem tarball as image ``ref``."""
-    data = tar_stream if isinstance(tar_stream, bytes) else b"".join(tar_stream)
-    repository, _, tag = ref.rpartition(":")
-    client().images.import_image(source=data, repository=repository, tag=tag)
-
-
-def have(command: str) -> bool:
-    return shutil.which(command) is not None
-
-
 def pull(ref: str, auth_config: dict[str, str] | None = None, platform: str = "linux/amd64") -> None:
     """Pull an image through the engine, with in-memory registry credentials.
 
@@ -208,14 +196,15 @@ def pull(ref: str, auth_config: dict[str, str] | None = None, platform: str = "l
     """
     import docker.errors
 
-    repository, tag = (ref, None) if "@" in ref else _split_tag(ref)
+    repository, tag = (ref, None) if "@" in ref else split_tag(ref)
     try:
         client().images.pull(repository, tag=tag, auth_config=auth_config, platform=platform)
     except docker.errors.APIError as exc:
         raise CommandError(["docker", "pull", ref], 1, str(exc.explanation or exc)) from None
 
 
-def _split_tag(ref: str) -> tuple[str, str | None]:
+def split_tag(ref: str) -> tuple[str, str]:
+    """(repository, tag) of a reference without digest; a registry port is not a tag, and no tag means latest."""
     name, _, tag = ref.rpartition(":")
     if not name or "/" in tag:
         return ref, "latest"

@@ -16,7 +16,7 @@ import re
 import shlex
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -75,11 +75,27 @@ class BuildPlan:
     platform: str
     builder: Builder
     context_dir: Path
-    argv: tuple[str, ...] = field(default=())
 
     @property
     def content_tag(self) -> str:
         return self.tags[0]
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The docker build command. Secrets held in environment variables appear as ``src=$VAR``: the
+        executor writes them to private files at build time, so the plan names the variable, never its value."""
+        argv = self.builder.build_argv()
+        if self.builder.kind is not BuilderKind.LEGACY:
+            argv.append("--progress=plain")
+        argv += ["--platform", self.platform]
+        for tag in self.tags:
+            argv += ["--tag", tag]
+        for key, value in self.labels:
+            argv += ["--label", f"{key}={value}"]
+        for secret in self.secrets:
+            argv += ["--secret", f"id={secret.id},src={secret.file if secret.file else '$' + str(secret.env)}"]
+        argv.append(str(self.context_dir))
+        return tuple(argv)
 
 
 def _dockerquote(value: object) -> str:
@@ -248,7 +264,7 @@ def plan_build(
         f"{LABEL_PREFIX}.packages": PACKAGES_PATH,
         **spec.labels,
     }
-    plan = BuildPlan(
+    return BuildPlan(
         image=spec.name,
         tags=tags,
         content_hash=content_hash,
@@ -262,7 +278,6 @@ def plan_build(
         builder=builder,
         context_dir=context_dir,
     )
-    return _with_argv(plan)
 
 
 def _full_tag(name: str, tag: str) -> str:
@@ -283,23 +298,6 @@ def _secrets(spec: ImageSpec, root: Path, ca_bundle: Path | None) -> tuple[Secre
     if bundle is not None:
         secrets.append(Secret("pip-cert", file=bundle))
     return tuple(secrets)
-
-
-def _with_argv(plan: BuildPlan) -> BuildPlan:
-    argv = [*plan.builder.build_argv(), "--progress=plain"]
-    if plan.builder.kind is BuilderKind.LEGACY:
-        argv = [plan.builder.client, "build"]
-    argv += ["--platform", plan.platform]
-    for tag in plan.tags:
-        argv += ["--tag", tag]
-    for key, value in plan.labels:
-        argv += ["--label", f"{key}={value}"]
-    for secret in plan.secrets:
-        # Environment-held secrets are written to a private file at build time; the plan names the variable.
-        source = str(secret.file) if secret.file else f"${secret.env}"
-        argv += ["--secret", f"id={secret.id},src={source}"]
-    argv.append(str(plan.context_dir))
-    return BuildPlan(**{**plan.__dict__, "argv": tuple(argv)})
 
 
 def write_context(plan: BuildPlan, folder: Path | None = None) -> Path:

@@ -6,6 +6,7 @@ Paths in the spec are relative to the folder of the file that holds it (the proj
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from collections.abc import Mapping
@@ -143,7 +144,7 @@ def read_raw(path: Path) -> dict[str, Any]:
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Apply CLI flags given as dotted paths (``base.image``) over the file's values; None means not given."""
-    merged: dict[str, Any] = _deep_copy(raw)
+    merged: dict[str, Any] = copy.deepcopy(dict(raw))
     for dotted, value in overrides.items():
         if value is None:
             continue
@@ -160,14 +161,6 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
         # An explicit base replaces framework versions rather than conflicting with them.
         merged["base"] = {"image": merged["base"]["image"]}
     return merged
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
 
 
 def load_spec(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> LoadedSpec:
