@@ -13,7 +13,7 @@ import logging
 import os
 import shlex
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,3 +229,26 @@ def read_image_file(ref: str, path: str) -> str | None:
         return None
     finally:
         container.remove(force=True)
+
+
+def push(repository: str, tag: str, auth_config: dict[str, str] | None) -> Iterator[dict[str, Any]]:
+    """Push one tag through the engine; yields the engine's progress messages (errors arrive as messages too).
+
+    Without ``auth_config`` the SDK falls back to what `docker login` stored for the registry.
+    """
+    yield from client().api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config)
+
+
+def tag(ref: str, target: str) -> None:
+    """Give a local image another name."""
+    repository, name = split_tag(target)
+    client().images.get(ref).tag(repository, name)
+
+
+def login(registry: str, username: str, password: str) -> None:
+    """`docker login` through the CLI, so that the credentials land where the user's docker config keeps them."""
+    stream(
+        [find_builder().client, "login", "--username", username, "--password-stdin", registry],
+        stdin=password.encode(),
+        hint="check that the docker CLI can write its config (~/.docker/config.json)",
+    )

@@ -80,3 +80,11 @@ class BuildError(SmimgError):
 
 class ImageNotFound(SmimgError):
     """A local image the command needs does not exist."""
+
+
+class PushError(SmimgError):
+    """The image could not be pushed, or the registry holds something SageMaker would reject."""
+
+
+class RegistryAuthError(PushError):
+    """The registry refused our credentials or our permissions."""

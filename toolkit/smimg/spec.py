@@ -33,6 +33,7 @@ _REF = re.compile(
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
 _REPO_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_REGISTRY = re.compile(r"^[a-zA-Z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _SYSTEM_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_:~=-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
@@ -82,6 +83,28 @@ class CodeSpec(_Model):
     exclude: tuple[str, ...] = ("__pycache__", "*.pyc", ".git", ".venv")
 
 
+class LifecycleSpec(_Model):
+    """An ECR lifecycle policy that keeps a repository from growing without bound."""
+
+    enabled: bool = Field(True, description="false: put no lifecycle policy on a repository smimg creates.")
+    untagged_days: int = Field(7, ge=1, description="Expire untagged images this many days after their push.")
+    keep_last: int = Field(50, ge=1, description="Keep this many most recent tagged images; expire older ones.")
+
+
+class PushSpec(_Model):
+    """Where `smimg push` sends the image: an ECR repository (default) or any OCI registry."""
+
+    repository: str | None = Field(None, description="Repository name. Default: the image name.")
+    region: str | None = Field(None, description="ECR region. Default: base.region, then the AWS config's region.")
+    registry: str | None = Field(None, description="Any OCI registry host[/namespace] instead of ECR.")
+    mutable_tags: tuple[str, ...] = Field(
+        (), description="Human tags (e.g. latest) allowed to move in an otherwise tag-immutable ECR repository."
+    )
+    scan_on_push: bool = True
+    kms_key: str | None = Field(None, description="KMS key for repository encryption. Default: AES256.")
+    lifecycle: LifecycleSpec = LifecycleSpec()
+
+
 class ImageSpec(_Model):
     """Everything that determines a training image."""
 
@@ -101,6 +124,7 @@ class ImageSpec(_Model):
     labels: dict[str, str] = Field(default_factory=dict)
     platform: str = "linux/amd64"
     blocks: dict[BlockName, str] = Field(default_factory=dict)
+    push: PushSpec = PushSpec()
 
 
 class LoadedSpec(_Model):
@@ -316,6 +340,15 @@ def check(spec: ImageSpec, root: Path) -> list[Problem]:
             )
         if src.is_dir() and (src / "opt" / "ml").exists():
             add(Problem("code.source_dir", "contains opt/ml", "SageMaker reserves /opt/ml; keep code out of it"))
+
+    push = spec.push
+    if push.repository is not None and not _REPO_NAME.match(push.repository):
+        add(Problem("push.repository", f"{push.repository!r} is not a valid repository name", "e.g. team/trainer"))
+    if push.registry is not None and not _REGISTRY.match(push.registry):
+        add(Problem("push.registry", f"{push.registry!r} is not a registry", "host[:port][/namespace], no scheme"))
+    for i, tag in enumerate(push.mutable_tags):
+        if not re.match(r"^[\w][\w.*-]{0,127}$", tag):
+            add(Problem(f"push.mutable_tags.{i}", f"{tag!r} is not a tag or tag pattern", "e.g. latest or dev-*"))
 
     for name, text in spec.blocks.items():
         if re.search(r"(?im)^\s*FROM\s", text):

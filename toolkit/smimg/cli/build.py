@@ -11,9 +11,23 @@ import typer
 
 from smimg import build as build_lib
 from smimg import images, render, scaffold
+from smimg import push as push_lib
 from smimg.cli import console
-from smimg.cli.options import Accelerate, BaseImage, Json, Name, SpecPath, load
+from smimg.cli.options import (
+    Accelerate,
+    BaseImage,
+    Json,
+    Name,
+    PasswordStdin,
+    Region,
+    Registry,
+    SpecPath,
+    UpdateRepository,
+    Username,
+    load,
+)
 from smimg.cli.progress import BuildView
+from smimg.cli.push import run_push
 
 
 class Progress(str, Enum):
@@ -73,11 +87,18 @@ def build_command(
         Progress, typer.Option(help="auto: live view on a terminal, plain lines otherwise.")
     ] = Progress.auto,
     json: Json = False,
+    push: Annotated[bool, typer.Option("--push", help="Then push it, as `smimg push` does.")] = False,
+    registry: Registry = None,
+    region: Region = None,
+    update_repository: UpdateRepository = False,
+    username: Username = None,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Build the training image: content-tagged, cached layer by layer, labelled with what made it.
 
     The content tag is a hash of everything that determines the image (Dockerfile, context files, base digest,
     smimg version): an unchanged project is not rebuilt, and a code edit rebuilds one small layer.
+    With --push the image then goes to ECR (or --registry) and the digest-pinned URI is printed.
     """
     loaded = load(spec, base=base, name=name, accelerate=accelerate)
     if dry_run:
@@ -102,6 +123,17 @@ def build_command(
     live = progress is Progress.tty or (progress is Progress.auto and console.interactive())
     with BuildView(live) as view:
         result = build_lib.build(loaded, extra_tags=tag or (), force=force, on_line=view)
+    if push:
+        human = [t for t in tag or () if "/" not in t and ":" not in t]
+        push_plan = push_lib.prepare_push(
+            result.tags[0], loaded.spec, registry_flag=registry, region=region, extra_tags=human
+        )
+        verb = "built" if result.built else "up to date, reused"
+        console.err.print(f"[green]{verb}[/] {result.tags[0]} in {result.seconds:.1f}s")
+        run_push(
+            push_plan, username=username, password_stdin=password_stdin, update_repository=update_repository, json=json
+        )
+        return
     if json:
         console.print_json(result.as_dict())
         return

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from smimg import __version__
-from smimg.cli import build, console, dev
+from smimg.cli import build, console, dev, push
 from smimg.errors import SmimgError
 
 app = typer.Typer(
@@ -19,7 +19,7 @@ app = typer.Typer(
         "prove them locally as multi-node jobs, and ship them to ECR."
     ),
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 app.command("init")(build.init)
@@ -27,6 +27,8 @@ app.command("render")(build.render_command)
 app.command("build")(build.build_command)
 app.command("inspect")(build.inspect_command)
 app.command("check")(build.check_command)
+app.command("push")(push.push_command)
+app.command("login")(push.login_command)
 app.add_typer(dev.app, name="dev")
 
 

@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
-from smimg.spec import LoadedSpec, load_spec
+from smimg.push import PASSWORD_ENV
+from smimg.spec import LoadedSpec, find_spec_file, load_spec
 
 SpecPath = Annotated[
     Path | None,
     typer.Option(
         "--spec",
         "-f",
-        help="smimg.yaml, a pyproject.toml with [tool.smimg], or their folder. Default: the current folder.",
+        help="smimg.yaml, a pyproject.toml with a tool.smimg table, or their folder. Default: the current folder.",
     ),
 ]
 BaseImage = Annotated[
@@ -24,9 +25,32 @@ BaseImage = Annotated[
 Name = Annotated[str | None, typer.Option("--name", help="Override the image (repository) name.")]
 Accelerate = Annotated[str | None, typer.Option("--accelerate", help="Override the accelerate version.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Registry = Annotated[
+    str | None,
+    typer.Option("--registry", help="Push to this OCI registry HOST[:PORT]/NAMESPACE instead of ECR."),
+]
+Region = Annotated[str | None, typer.Option("--region", help="ECR region. Default: push.region, then AWS config.")]
+Repository = Annotated[str | None, typer.Option("--repository", help="Repository. Default: push.repository, name.")]
+UpdateRepository = Annotated[
+    bool,
+    typer.Option(
+        "--update-repository", help="Bring an existing ECR repository's mutability, scanning and lifecycle in line."
+    ),
+]
+Username = Annotated[str | None, typer.Option("--username", help="Registry user (non-ECR registries).")]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help=f"Read the registry password from stdin (or {PASSWORD_ENV}).")
+]
 
 
 def load(
     spec: Path | None, *, base: str | None = None, name: str | None = None, accelerate: str | None = None
 ) -> LoadedSpec:
     return load_spec(spec, {"base.image": base, "name": name, "accelerate": accelerate})
+
+
+def load_optional(spec: Path | None, *, required: bool) -> LoadedSpec | None:
+    """The spec when one is named or in the current folder; None when neither and the command can do without."""
+    if spec is None and not required and find_spec_file(Path.cwd()) is None:
+        return None
+    return load_spec(spec)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from types import TracebackType
 
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.status import Status
 
 from smimg.cli.console import err
+from smimg.push import LayerEvent
 
 _STEP = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
 _STATE = re.compile(r"^#(\d+) (DONE [0-9.]+s|CACHED|ERROR.*)$")
@@ -51,3 +53,42 @@ class BuildView:
             self.status.update(f"{step[:60]} [dim]{match[2][:60]}[/]")
         elif not line.startswith("#"):
             err.print(line, markup=False, highlight=False)
+
+
+class PushView:
+    """Per-layer progress: a bar per uploading layer on a terminal, one line per finished layer elsewhere."""
+
+    def __init__(self, live: bool) -> None:
+        self.progress = (
+            Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True)
+            if live
+            else None
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> PushView:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def line(self, text: str) -> None:
+        (self.progress.console if self.progress else err).print(text, markup=False, highlight=False)
+
+    def layer(self, event: LayerEvent) -> None:
+        done = event.status in {"Pushed", "Layer already exists"} or event.status.startswith("Mounted from")
+        if self.progress is None:
+            if done:
+                err.print(f"  layer {event.layer}: {event.status.lower()}", markup=False, highlight=False)
+            return
+        task = self.tasks.get(event.layer)
+        if task is None:
+            task = self.tasks[event.layer] = self.progress.add_task(f"layer {event.layer}", total=None)
+        if event.total:
+            self.progress.update(task, completed=event.current, total=event.total)
+        if done:
+            self.progress.update(task, description=f"layer {event.layer} [dim]{event.status.lower()}[/]")
+            self.progress.stop_task(task)
