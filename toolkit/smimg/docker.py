@@ -61,7 +61,7 @@ class Builder:
         return self.kind is not BuilderKind.LEGACY
 
 
-def _docker_clients() -> list[str]:
+def docker_clients() -> list[str]:
     """Every executable named docker on PATH, in PATH order, without duplicates."""
     found: list[str] = []
     for directory in os.environ.get("PATH", "").split(os.pathsep):
@@ -90,7 +90,7 @@ def find_builder() -> Builder:
     Raises:
         DockerUnavailable: no docker client is on PATH.
     """
-    clients = _docker_clients()
+    clients = docker_clients()
     if not clients:
         raise DockerUnavailable("no `docker` command found on PATH", DOCKER_INSTALL_HINT)
     for client in clients:

@@ -41,7 +41,7 @@ class RegistryAuth:
         return {"username": self.username, "password": self.password, "serveraddress": self.registry}
 
 
-def client(service: str, region: str) -> Any:
+def client(service: str, region: str | None) -> Any:
     import boto3
 
     return boto3.session.Session(region_name=region).client(service)

@@ -88,3 +88,7 @@ class PushError(SmimgError):
 
 class RegistryAuthError(PushError):
     """The registry refused our credentials or our permissions."""
+
+
+class LocalError(SmimgError):
+    """A local job cannot start (bad input, missing compose, a clash) or failed on one of its hosts."""

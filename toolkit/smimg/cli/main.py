@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from smimg import __version__
-from smimg.cli import build, console, dev, push
+from smimg.cli import build, console, dev, local, push
 from smimg.errors import SmimgError
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.command("inspect")(build.inspect_command)
 app.command("check")(build.check_command)
 app.command("push")(push.push_command)
 app.command("login")(push.login_command)
+app.add_typer(local.app, name="local")
 app.add_typer(dev.app, name="dev")
 
 
@@ -54,7 +55,8 @@ def root(
 def main() -> None:
     """Console entry point: SmimgError becomes a red message and exit 1; anything else is a bug."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of exiting with it.
+        code = app(standalone_mode=False)
     except SmimgError as exc:
         console.err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
@@ -62,6 +64,11 @@ def main() -> None:
         raise SystemExit(exc.exit_code) from None
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        console.err.print("interrupted")
+        raise SystemExit(130) from None
     except typer.Abort:
         console.err.print("aborted")
         raise SystemExit(130) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

@@ -1,0 +1,188 @@
+"""`smimg local run` with real containers on the stand-in, through compose v1 and v2, and under the SageMaker SDK."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smimg import build, docker, local
+from smimg.spec import load_spec
+
+pytestmark = pytest.mark.docker
+
+JOB = Path(__file__).parent.parent / "fixtures" / "job"
+
+
+@pytest.fixture(scope="module")
+def image(standin_image: str) -> str:
+    return build.build(load_spec(JOB)).tags[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("channel")
+    (folder / "data.txt").write_text("hello local mode\n")
+    return folder
+
+
+def leftovers(project: str) -> list[str]:
+    client = docker.client()
+    containers = [c.name for c in client.containers.list(all=True) if c.name.startswith(project)]
+    return containers + [n.name for n in client.networks.list(names=[project])]
+
+
+@pytest.mark.parametrize("compose", ["v1", "v2"])
+def test_two_hosts_all_reduce_read_a_channel_and_ship_the_model(
+    compose: str, image: str, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMIMG_COMPOSE", compose)
+    lines: list[str] = []
+    job = local.make_job(image, instances=2, inputs=[f"train={data}"], hyperparameters=["note=hi there"])
+    plan = local.plan_job(job, tmp_path / "run")
+    result = local.run(plan, output=tmp_path / "out", on_line=lines.append)
+
+    assert result.ok, "\n".join(lines)
+    assert [(h.name, h.exit_code) for h in result.hosts] == [("algo-1", 0), ("algo-2", 0)]
+    # Two processes per host (SMIMG_NPROC_PER_NODE=2 in the image): ranks 1..4 sum to 10 across the containers.
+    assert sum("sum=10.0 data=['hello', 'local', 'mode']" in line for line in lines) == 4, lines
+    assert any(line.startswith("algo-2 | ") for line in lines)
+    with tarfile.open(tmp_path / "out" / "model.tar.gz") as archive:
+        model = json.load(archive.extractfile("model.json"))  # type: ignore[arg-type]
+    assert model == {"sum": 10.0, "world": 4, "data": ["hello", "local", "mode"], "note": "hi there"}
+    with tarfile.open(tmp_path / "out" / "output.tar.gz") as archive:
+        assert "data/metrics.json" in archive.getnames()
+    assert leftovers(plan.project) == []
+    assert not plan.run_dir.exists()
+
+
+def test_a_failing_rank_fails_the_command_with_its_reason_and_leaves_nothing(
+    image: str, data: Path, tmp_path: Path
+) -> None:
+    name = local.job_name("smimg-test-fail")
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smimg",
+            "local",
+            "run",
+            image,
+            "-n",
+            "2",
+            "--input",
+            f"train={data}",
+            "--hp",
+            "fail_rank=3",
+            "--job-name",
+            name,
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 1, cli.stderr[-3000:]
+    tail = cli.stderr[cli.stderr.index(f"job {name} failed") :]
+    assert "algo-2 failed (exit 1):" in tail and "ValueError: rank 3 was told to fail" in tail, tail
+    assert not (tmp_path / "out" / "model.tar.gz").exists()
+    assert (tmp_path / "out" / "output.tar.gz").exists()
+    assert leftovers(name) == []
+
+
+def test_compose_only_writes_the_per_host_tree(image: str, data: Path, tmp_path: Path) -> None:
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smimg",
+            "local",
+            "run",
+            image,
+            "-n",
+            "3",
+            "--input",
+            f"train={data}",
+            "--hp",
+            "epochs=2",
+            "--compose-only",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--job-name",
+            "compose-only",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    run = Path(cli.stdout.strip())
+    compose = yaml.safe_load((run / "docker-compose.yaml").read_text())
+    assert list(compose["services"]) == ["algo-1", "algo-2", "algo-3"]
+    for i, name in enumerate(compose["services"], start=1):
+        service = compose["services"][name]
+        assert service["volumes"][:2] == [f"{run}/{name}:/opt/ml", f"{data}:/opt/ml/input/data/train:ro"]
+        config = run / name / "input" / "config"
+        resource = json.loads((config / "resourceconfig.json").read_text())
+        assert (resource["current_host"], resource["hosts"]) == (f"algo-{i}", ["algo-1", "algo-2", "algo-3"])
+        assert json.loads((config / "hyperparameters.json").read_text()) == {"epochs": "2"}
+        assert list(json.loads((config / "inputdataconfig.json").read_text())) == ["train"]
+        assert (run / name / "input" / "data" / "train").is_dir() and (run / name / "model").is_dir()
+    assert leftovers("compose-only") == []
+
+
+@pytest.fixture
+def sdk_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Offline SDK: dummy credentials, no instance metadata, telemetry off (it would call STS and S3)."""
+    for var in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    config = tmp_path / "sagemaker-config.yaml"
+    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
+    return tmp_path
+
+
+def sdk_leftovers(image: str) -> list[str]:
+    client = docker.client()
+    found = client.containers.list(all=True, filters={"ancestor": image})
+    for container in found:  # the SDK never runs `compose down`
+        container.remove(force=True)
+    for network in client.networks.list(names=["sagemaker-local"]):
+        network.remove()
+    return [c.name for c in found if c.attrs["State"]["ExitCode"] != 0]
+
+
+def test_sdk_v2_local_mode_runs_the_image_unchanged(image: str, data: Path, sdk_env: Path) -> None:
+    from sagemaker.estimator import Estimator
+    from sagemaker.local import LocalSession
+
+    (sdk_env / "root").mkdir()
+    session = LocalSession()
+    session.config = {"local": {"local_code": True, "container_root": str(sdk_env / "root")}}
+    estimator = Estimator(
+        image_uri=image,
+        role="arn:aws:iam::123456789012:role/smimg-test",
+        instance_count=2,
+        instance_type="local",
+        sagemaker_session=session,
+        output_path=f"file://{sdk_env / 'out'}",
+        hyperparameters={"note": "from the sdk"},
+    )
+    try:
+        estimator.fit({"train": f"file://{data}"}, logs="None")
+    finally:
+        failed = sdk_leftovers(image)
+    assert failed == []
+    with tarfile.open(sdk_env / "out" / "model.tar.gz") as archive:
+        model = json.load(archive.extractfile("model.json"))  # type: ignore[arg-type]
+    assert model == {"sum": 10.0, "world": 4, "data": ["hello", "local", "mode"], "note": "from the sdk"}

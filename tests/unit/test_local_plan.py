@@ -1,0 +1,103 @@
+"""plan_job: the run folder and compose project of a local job, compared whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from smimg import local
+from smimg.errors import LocalError
+
+RUN = Path("/runs/job-1")
+
+
+def test_two_gpu_hosts_with_a_channel_code_and_hyperparameters() -> None:
+    job = local.LocalJob(
+        image="smimg-test/job:abc",
+        instances=2,
+        channels=(("train", Path("/data/train")),),
+        hyperparameters=(("epochs", 3), ("name", "bert; rm -rf /")),
+        source_dir=Path("/src"),
+        entry_point="train.py",
+        gpus="all",
+        env=(("WANDB_MODE", "offline"),),
+        name="Job-1",
+    )
+    plan = local.plan_job(job, RUN, available_gpus=["0", "1", "2", "3"])
+    assert plan.project == "job-1"
+    assert plan.compose["networks"] == {"default": {"name": "job-1"}}
+    assert plan.compose["services"]["algo-2"] == {
+        "image": "smimg-test/job:abc",
+        "container_name": "job-1-algo-2",
+        "hostname": "algo-2",
+        "command": "train",
+        "shm_size": "8g",
+        "environment": {"TRAINING_JOB_NAME": "Job-1", "WANDB_MODE": "offline"},
+        "volumes": ["/runs/job-1/algo-2:/opt/ml", "/data/train:/opt/ml/input/data/train:ro", "/src:/opt/ml/code:ro"],
+        "networks": {"default": {"aliases": ["algo-2"]}},
+        "deploy": {
+            "resources": {
+                "reservations": {"devices": [{"driver": "nvidia", "device_ids": ["2", "3"], "capabilities": ["gpu"]}]}
+            }
+        },
+    }
+    host = plan.hosts[1]
+    assert host.dirs == ("model", "output/data", "checkpoints", "input/data/train")
+    files = {path: json.loads(text) for path, text in host.files}
+    assert files == {
+        "input/config/resourceconfig.json": {
+            "current_host": "algo-2",
+            "current_group_name": "homogeneousCluster",
+            "current_instance_type": "local_gpu",
+            "hosts": ["algo-1", "algo-2"],
+            "instance_groups": [
+                {"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": ["algo-1", "algo-2"]}
+            ],
+            "network_interface_name": "eth0",
+        },
+        # JSON-encoded values, as the SDK sends them; script mode points at the mounted code.
+        "input/config/hyperparameters.json": {
+            "epochs": "3",
+            "name": '"bert; rm -rf /"',
+            "sagemaker_program": '"train.py"',
+            "sagemaker_submit_directory": '"/opt/ml/code"',
+        },
+        "input/config/inputdataconfig.json": {
+            "train": {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("gpus", "instances", "available", "message"),
+    [
+        ("all", 2, [], "asks for all GPUs but this machine has 0"),
+        ("3", 2, ["0", "1", "2", "3"], "3 GPUs do not split evenly over 2 instances"),
+        ("8", 1, ["0"], "asks for 8 GPUs but this machine has 1"),
+        ("two", 1, ["0"], "--gpus 'two' is not valid"),
+    ],
+)
+def test_gpu_requests_that_cannot_be_met(gpus: str, instances: int, available: list[str], message: str) -> None:
+    job = local.LocalJob(image="i", instances=instances, gpus=gpus)
+    with pytest.raises(LocalError, match=message):
+        local.plan_job(job, RUN, available)
+
+
+def test_bad_inputs_are_named() -> None:
+    with pytest.raises(LocalError, match="--instances 0 is not a valid instance count"):
+        local.plan_job(local.LocalJob(image="i", instances=0), RUN)
+    with pytest.raises(LocalError, match="channel name 'tr ain' is not valid"):
+        local.plan_job(local.LocalJob(image="i", channels=(("tr ain", Path("/d")),)), RUN)
+    with pytest.raises(LocalError, match="--hp 'epochs' is not KEY=VALUE"):
+        local.parse_pairs(["epochs"], "--hp")
+
+
+def test_hyperparameter_values_and_file(tmp_path: Path) -> None:
+    (tmp_path / "hp.json").write_text('{"lr": 0.1, "epochs": 1}')
+    loaded = local.load_hyperparameters(tmp_path / "hp.json", [("epochs", "3"), ("fp16", "true"), ("tag", "v1")])
+    assert loaded == (("epochs", 3), ("fp16", True), ("lr", 0.1), ("tag", "v1"))
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(LocalError, match="holds no JSON object"):
+        local.load_hyperparameters(tmp_path / "bad.json", [])

@@ -1,0 +1,158 @@
+"""`smimg local run` and `smimg local shell`: a multi-node SageMaker job on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from smimg import local as local_lib
+from smimg.cli import console
+from smimg.cli.options import Json, SpecPath, load
+
+app = typer.Typer(
+    help="Run an image as a SageMaker job on this machine: N `algo-i` containers with SageMaker's /opt/ml tree.",
+    no_args_is_help=True,
+)
+
+Image = Annotated[str | None, typer.Argument(help="Local image. Default: the image the spec builds now.")]
+Instances = Annotated[int, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N).")]
+Inputs = Annotated[
+    list[str] | None,
+    typer.Option("--input", "-i", help="Channel NAME=PATH, NAME=file://PATH or NAME=s3://bucket/prefix; repeatable."),
+]
+Hyperparameters = Annotated[
+    list[str] | None, typer.Option("--hp", help="Hyperparameter key=value (JSON values: 3, 0.1, true); repeatable.")
+]
+HyperparameterFile = Annotated[
+    Path | None, typer.Option("--hp-file", help="JSON object of hyperparameters; --hp values override it.")
+]
+SourceDir = Annotated[
+    Path | None, typer.Option("--source-dir", help="Script mode: mount this code folder (no rebuild for edits).")
+]
+EntryPoint = Annotated[str | None, typer.Option("--entry-point", help="Script mode: the script in --source-dir.")]
+Gpus = Annotated[
+    str | None, typer.Option("--gpus", help="all, or a total count; split into equal disjoint per-host slices.")
+]
+Env = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable K=V for every host.")]
+JobName = Annotated[str | None, typer.Option("--job-name", help="TRAINING_JOB_NAME and compose project name.")]
+
+
+def _image(image: str | None, spec: Path | None) -> str:
+    if image is not None:
+        return image
+    from smimg import build
+
+    return build.prepare(load(spec), pull=False).content_tag
+
+
+@app.command("run")
+def run_command(
+    image: Image = None,
+    spec: SpecPath = None,
+    instances: Instances = 1,
+    inputs: Inputs = None,
+    hp: Hyperparameters = None,
+    hp_file: HyperparameterFile = None,
+    source_dir: SourceDir = None,
+    entry_point: EntryPoint = None,
+    gpus: Gpus = None,
+    env: Env = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where model.tar.gz and output.tar.gz go.")
+    ] = None,
+    job_name: JobName = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="The run folder. Default: ~/.cache/smimg/runs/JOB.")
+    ] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the run folder (per-host /opt/ml trees).")] = False,
+    compose_only: Annotated[
+        bool, typer.Option("--compose-only", help="Write the run folder and compose file, then stop.")
+    ] = False,
+    json: Json = False,
+) -> None:
+    """Run IMAGE as a SageMaker training job of N hosts, here, before paying for the cloud.
+
+    Each host gets the /opt/ml tree SageMaker creates (resourceconfig, hyperparameters, inputdataconfig, channels
+    mounted read-only, model, output, checkpoints) and runs `train`, as on SageMaker. Logs are interleaved with a
+    host prefix; when one host fails the others are stopped, the command exits non-zero and prints the failure
+    reason. Containers and network are removed afterwards, even on Ctrl-C.
+
+    Example: `smimg local run -n 2 --input train=./data --hp epochs=1`
+    """
+    job = local_lib.make_job(
+        _image(image, spec),
+        instances=instances,
+        inputs=inputs or (),
+        hyperparameters=hp or (),
+        hyperparameter_file=hp_file,
+        source_dir=source_dir,
+        entry_point=entry_point,
+        gpus=gpus,
+        env=env or (),
+        name=job_name,
+        on_line=console.line_printer(),
+    )
+    gpu_ids = local_lib.available_gpus() if gpus else []
+    plan = local_lib.plan_job(job, (run_dir or local_lib.default_run_dir(job)).resolve(), gpu_ids)
+    if compose_only:
+        local_lib.write_run_dir(plan)
+        console.err.print(f"wrote {plan.compose_file} and the /opt/ml trees of {len(plan.hosts)} hosts")
+        console.out.print(str(plan.run_dir))
+        return
+    result = local_lib.run(
+        plan, output=(output or Path("smimg-output") / job.name).resolve(), keep=keep, on_line=console.line_printer()
+    )
+    if json:
+        console.print_json(result.as_dict())
+    else:
+        codes = ", ".join(f"{h.name}={h.exit_code}" + (" (stopped)" if h.stopped else "") for h in result.hosts)
+        verdict = "[green]succeeded[/]" if result.ok else "[bold red]failed[/]"
+        console.err.print(
+            f"job {result.job_name} {verdict} in {result.seconds:.1f}s on {len(result.hosts)} hosts: {codes}"
+        )
+        if result.model:
+            console.err.print(f"  model:  {result.model}")
+        if result.output:
+            console.err.print(f"  output: {result.output}")
+        if result.run_dir:
+            console.err.print(f"  run folder kept: {result.run_dir}")
+    failed = result.failed
+    if failed is not None:
+        reason = failed.failure or "no failure file; see the host's log lines above"
+        console.err.print(f"[bold red]{failed.name} failed (exit {failed.exit_code}):[/] ", end="")
+        console.err.print(reason, markup=False)
+        raise typer.Exit(failed.exit_code if 0 < failed.exit_code < 256 else 1)
+    if not json and result.model:
+        console.out.print(str(result.model))
+
+
+@app.command("shell")
+def shell_command(
+    image: Image = None,
+    spec: SpecPath = None,
+    instances: Instances = 1,
+    inputs: Inputs = None,
+    hp: Hyperparameters = None,
+    hp_file: HyperparameterFile = None,
+    source_dir: SourceDir = None,
+    entry_point: EntryPoint = None,
+    env: Env = None,
+) -> None:
+    """An interactive shell in an `algo-1` container with the job's mounts and env, to debug the entrypoint.
+
+    Inside, `smimg-train train` runs the entrypoint by hand; /opt/ml is what SageMaker would give host algo-1.
+    """
+    job = local_lib.make_job(
+        _image(image, spec),
+        instances=instances,
+        inputs=inputs or (),
+        hyperparameters=hp or (),
+        hyperparameter_file=hp_file,
+        source_dir=source_dir,
+        entry_point=entry_point,
+        env=env or (),
+    )
+    plan = local_lib.plan_job(job, local_lib.default_run_dir(job).resolve())
+    raise typer.Exit(local_lib.shell(plan))
