@@ -2,7 +2,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup standin test unit lint
+.PHONY: setup standin test unit lint bench demo
 
 ## setup: venv + project + test tools; on Debian as root also Docker, compose, registry, debootstrap
 setup:
@@ -23,6 +23,15 @@ unit: setup
 
 ## lint: ruff and mypy
 lint: setup
-	$(BIN)/ruff check toolkit entrypoints tests
-	$(BIN)/ruff format --check toolkit entrypoints tests
+	$(BIN)/ruff check toolkit entrypoints tests bench examples
+	$(BIN)/ruff format --check toolkit entrypoints tests bench examples
 	$(BIN)/mypy
+
+## bench: smimg against its baselines, side by side; writes bench/results.md (about 10 minutes here)
+bench: standin
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## demo: build examples/tiny-lm on the stand-in and train it as a 2-instance local job
+demo: standin
+	$(BIN)/smimg build -f examples/tiny-lm
+	$(BIN)/smimg local run -f examples/tiny-lm --instances 2 --hp steps=20 --output demo-output

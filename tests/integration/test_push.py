@@ -193,8 +193,7 @@ def test_cli_skips_what_is_there_then_pull_by_digest_gives_the_same_image(
     data = json.loads(cli.stdout)
     assert (data["skipped"], data["uri"]) == (True, pushed.uri), cli.stderr
 
-    for ref in docker.image_attrs(built.image_id)["RepoTags"]:  # type: ignore[index]
-        docker.client().images.remove(ref)
+    docker.client().images.remove(built.image_id, force=True)
     assert docker.image_attrs(built.image_id) is None
     auth = {"username": "smimg", "password": str(registry.password), "serveraddress": registry.host}
     docker.pull(pushed.uri, auth)
