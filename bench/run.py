@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -30,7 +31,7 @@ from smimg.spec import load_spec
 ROOT = Path(__file__).resolve().parent.parent
 JOB = ROOT / "tests" / "fixtures" / "job"
 SCRATCH = Path(tempfile.mkdtemp(prefix="smimg-bench-"))
-TRIVIAL = 'import time, sys\nprint("USER-START", time.time(), flush=True)\n'
+TRIVIAL = 'import time\nprint(f"USER-START={time.time()}", flush=True)\n'
 
 
 class BaselineFailed(RuntimeError):
@@ -182,7 +183,7 @@ def run_nodes(image: str, nodes: int, mode: str, folder: Path) -> tuple[float, f
         logs = [container.logs().decode() for container in containers]
         if any(codes):
             raise BaselineFailed(f"{mode} on {nodes} node(s) exited {codes}:\n{logs[0][-2000:]}")
-        firsts = [float(line.split()[-1]) for log in logs for line in log.splitlines() if "USER-START" in line]
+        firsts = [float(m) for log in logs for m in re.findall(r"USER-START=([0-9.]+)", log)]
         if len(firsts) != nodes:
             raise BaselineFailed(f"{mode}: the user script did not start on every node:\n{logs[0][-2000:]}")
         return max(firsts) - started_wall, ended
@@ -305,6 +306,7 @@ def bench_push(base: str) -> dict[str, push.PushResult]:
     sys.path.insert(0, str(ROOT))
     from tests.conftest import _start_registry
 
+    (SCRATCH / "registry").mkdir()
     proc, registry = _start_registry(SCRATCH / "registry", None, None)
     try:
         folder = make_project(SCRATCH / "push", base)

@@ -226,7 +226,7 @@ class Job:
         join_deadline = time.monotonic() + join_timeout
         while True:
             try:
-                rc = self.child.wait(timeout=0.2)
+                rc = self.child.wait(timeout=0.05)
                 break
             except subprocess.TimeoutExpired:
                 pass

@@ -100,7 +100,7 @@ class Master:
             with self.lock:
                 if self.expected <= self.done or self.aborted:
                     break
-            time.sleep(0.1)
+            time.sleep(0.05)
         with self.lock:
             return self.expected - self.done
 
@@ -132,7 +132,8 @@ class Worker:
             except OSError:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"could not reach the master's entrypoint at {address}:{port}") from None
-                time.sleep(0.5)
+                # Short: the worker's torchrun starts only once this connection stands.
+                time.sleep(0.05)
 
     def _listen(self) -> None:
         self.sock.settimeout(None)

@@ -220,3 +220,61 @@ def test_sdk_model_trainer_local_container_runs_the_image(image: str, data: Path
     with tarfile.open(root / "compressed_artifacts" / "model.tar.gz") as archive:
         model = json.load(archive.extractfile("model.json"))  # type: ignore[arg-type]
     assert model == {"sum": 10.0, "world": 4, "data": ["hello", "local", "mode"], "note": "model trainer"}
+
+
+@pytest.mark.aws
+def test_s3_channel_is_downloaded_once_into_the_cache(aws_env: object, tmp_path: Path) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="smimg-data")
+    s3.put_object(Bucket="smimg-data", Key="sets/train/data.txt", Body=b"from s3\n")
+    s3.put_object(Bucket="smimg-data", Key="sets/train/sub/more.txt", Body=b"more\n")
+    folder = local.resolve_channel("train", "s3://smimg-data/sets/train", tmp_path)
+    assert (folder / "data.txt").read_text() == "from s3\n"
+    assert (folder / "sub" / "more.txt").read_text() == "more\n"
+    s3.delete_object(Bucket="smimg-data", Key="sets/train/data.txt")
+    assert local.resolve_channel("train", "s3://smimg-data/sets/train", tmp_path) == folder  # cached, no S3 call
+
+
+def test_ctrl_c_removes_containers_and_network(image: str, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "slow.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(120)\n")
+    name = local.job_name("smimg-test-ctrl-c")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smimg",
+            "local",
+            "run",
+            image,
+            "-n",
+            "2",
+            "--source-dir",
+            str(tmp_path / "src"),
+            "--entry-point",
+            "slow.py",
+            "--job-name",
+            name,
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # script mode: the mounted code runs, no rebuild
+        seen.append(line)
+        if "started" in line:
+            break
+    assert leftovers(name), "".join(seen)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert time.monotonic() - started < 30
+    assert leftovers(name) == []

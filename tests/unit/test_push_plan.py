@@ -104,3 +104,11 @@ def test_registry_host_and_repository_path() -> None:
     assert ecr.registry_host("111122223333", "cn-north-1") == "111122223333.dkr.ecr.cn-north-1.amazonaws.com.cn"
     assert push._repository_path("localhost:5000/a/b:1") == "a/b"
     assert push._repository_path("smimg-test/push:abc") == "smimg-test/push"
+
+
+def test_ecr_tokens_are_renewed_before_they_run_out() -> None:
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert ecr.RegistryAuth("r", "AWS", "p", now + datetime.timedelta(minutes=5)).expired()
+    assert not ecr.RegistryAuth("r", "AWS", "p", now + datetime.timedelta(hours=11)).expired()

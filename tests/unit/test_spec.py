@@ -125,3 +125,21 @@ def test_missing_region_is_a_spec_problem(tmp_path: Path, monkeypatch: pytest.Mo
     spec = load_spec(write(tmp_path, "name: d\nbase: {transformers: 4.56.2, pytorch: 2.8.0, python: py312}\n")).spec
     with pytest.raises(SpecError, match=r"base\.region"):
         resolve_base(spec.base)
+
+
+def test_push_section_is_checked(tmp_path: Path) -> None:
+    found = problems(
+        write(
+            tmp_path,
+            "name: demo\nbase: {image: x}\npush:\n  registry: https://reg.example.com\n  repository: Bad_Name\n"
+            "  mutable_tags: ['latest', 'no spaces']\n",
+        )
+    )
+    assert any(p.startswith("push.registry: 'https://reg.example.com' is not a registry") for p in found), found
+    assert any(p.startswith("push.repository: 'Bad_Name' is not a valid repository name") for p in found), found
+    assert any(p.startswith("push.mutable_tags.1: 'no spaces'") for p in found), found
+    schema = problems(
+        write(tmp_path, "name: demo\nbase: {image: x}\npush: {lifecycle: {keep_last: 0, enabeld: true}}\n")
+    )
+    assert any(p.startswith("push.lifecycle.keep_last:") for p in schema), schema
+    assert any(p.startswith("push.lifecycle.enabeld: unknown field") and "enabled" in p for p in schema), schema
