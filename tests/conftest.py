@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +60,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _missing(item.config, problem)
     if any(item.iter_markers("registry")) and shutil.which("docker-registry") is None:
         _missing(item.config, "docker-registry is not installed; run `make setup`")
+
+
+SMIMG = [sys.executable, "-m", "smimg"]
+
+
+def smimg_cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the `smimg` command as a user would, in a fresh process; output captured as text."""
+    return subprocess.run([*SMIMG, *args], input=stdin, capture_output=True, text=True, timeout=timeout)
 
 
 def free_port() -> int:

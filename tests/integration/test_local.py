@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import yaml
 
 from smimg import build, docker, local
 from smimg.spec import load_spec
+from tests.conftest import SMIMG, smimg_cli
 
 pytestmark = pytest.mark.docker
 
@@ -65,27 +65,20 @@ def test_a_failing_rank_fails_the_command_with_its_reason_and_leaves_nothing(
     image: str, data: Path, tmp_path: Path
 ) -> None:
     name = local.job_name("smimg-test-fail")
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "smimg",
-            "local",
-            "run",
-            image,
-            "-n",
-            "2",
-            "--input",
-            f"train={data}",
-            "--hp",
-            "fail_rank=3",
-            "--job-name",
-            name,
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
+    cli = smimg_cli(
+        "local",
+        "run",
+        image,
+        "-n",
+        "2",
+        "--input",
+        f"train={data}",
+        "--hp",
+        "fail_rank=3",
+        "--job-name",
+        name,
+        "--output",
+        str(tmp_path / "out"),
         timeout=300,
     )
     assert cli.returncode == 1, cli.stderr[-3000:]
@@ -97,28 +90,21 @@ def test_a_failing_rank_fails_the_command_with_its_reason_and_leaves_nothing(
 
 
 def test_compose_only_writes_the_per_host_tree(image: str, data: Path, tmp_path: Path) -> None:
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "smimg",
-            "local",
-            "run",
-            image,
-            "-n",
-            "3",
-            "--input",
-            f"train={data}",
-            "--hp",
-            "epochs=2",
-            "--compose-only",
-            "--run-dir",
-            str(tmp_path / "run"),
-            "--job-name",
-            "compose-only",
-        ],
-        capture_output=True,
-        text=True,
+    cli = smimg_cli(
+        "local",
+        "run",
+        image,
+        "-n",
+        "3",
+        "--input",
+        f"train={data}",
+        "--hp",
+        "epochs=2",
+        "--compose-only",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--job-name",
+        "compose-only",
         timeout=60,
     )
     assert cli.returncode == 0, cli.stderr
@@ -246,9 +232,7 @@ def test_ctrl_c_removes_containers_and_network(image: str, tmp_path: Path) -> No
     name = local.job_name("smimg-test-ctrl-c")
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "smimg",
+            *SMIMG,
             "local",
             "run",
             image,

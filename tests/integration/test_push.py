@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from smimg import build, docker, ecr, push, registry
 from smimg.errors import AwsError
 from smimg.render import CONTENT_HASH_LABEL
 from smimg.spec import PushSpec, load_spec
-from tests.conftest import Moto, Registry
+from tests.conftest import Moto, Registry, smimg_cli
 
 FAKE_ID = "sha256:" + "ab" * 32
 
@@ -170,24 +169,16 @@ def test_cli_skips_what_is_there_then_pull_by_digest_gives_the_same_image(
     first: tuple[build.BuildResult, push.PushResult], registry: Registry
 ) -> None:
     built, pushed = first
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "smimg",
-            "push",
-            built.tags[0],
-            "--registry",
-            f"{registry.host}/team",
-            "--username",
-            "smimg",
-            "--password-stdin",
-            "--json",
-        ],
-        input=f"{registry.password}\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
+    cli = smimg_cli(
+        "push",
+        built.tags[0],
+        "--registry",
+        f"{registry.host}/team",
+        "--username",
+        "smimg",
+        "--password-stdin",
+        "--json",
+        stdin=f"{registry.password}\n",
     )
     assert cli.returncode == 0, cli.stderr
     data = json.loads(cli.stdout)
@@ -203,23 +194,15 @@ def test_cli_skips_what_is_there_then_pull_by_digest_gives_the_same_image(
 @pytest.mark.registry
 def test_wrong_password_fails_with_the_auth_message(registry: Registry, standin_image: str) -> None:
     docker.tag(standin_image, "smimg-test/auth:probe")
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "smimg",
-            "push",
-            "smimg-test/auth:probe",
-            "--registry",
-            f"{registry.host}/team",
-            "--username",
-            "smimg",
-            "--password-stdin",
-        ],
-        input="wrong\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
+    cli = smimg_cli(
+        "push",
+        "smimg-test/auth:probe",
+        "--registry",
+        f"{registry.host}/team",
+        "--username",
+        "smimg",
+        "--password-stdin",
+        stdin="wrong\n",
     )
     assert cli.returncode == 1
     assert f"registry {registry.host} refused the credentials for team/smimg-test/auth" in cli.stderr, cli.stderr

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smimg import docker, ecr
+from smimg import docker, ecr, resources
 from smimg.bases import ResolvedBase, resolve_base
 from smimg.errors import BaseImageError, BuildError, CommandError
 from smimg.render import BuildPlan, plan_build, write_context
@@ -113,9 +113,13 @@ def prepare(
     )
 
 
+def current_tag(loaded: LoadedSpec) -> str:
+    """The content tag the spec builds now (what `push` and `local run` use when no image is named)."""
+    return prepare(loaded, pull=False).content_tag
+
+
 def _default_context_dir(name: str) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smimg" / "contexts"
-    return cache / name.replace("/", "_")
+    return resources.cache_dir() / "contexts" / name.replace("/", "_")
 
 
 def build(

@@ -10,6 +10,7 @@ import base64
 import datetime
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -79,8 +80,8 @@ def call(method: Callable[..., Any], doing: str, *, missing: frozenset[str] = fr
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     action = "".join(part.title() for part in method.__name__.split("_"))
-    service = getattr(getattr(method, "__self__", None), "_service_model", None)
-    prefix = service.signing_name if service is not None else "ecr"
+    meta = getattr(getattr(method, "__self__", None), "meta", None)
+    prefix = meta.service_model.signing_name if meta is not None else "ecr"
     try:
         return method(**kwargs)
     except NoCredentialsError:
@@ -98,6 +99,14 @@ def call(method: Callable[..., Any], doing: str, *, missing: frozenset[str] = fr
         raise AwsError(f"could not {doing}: {code}: {error.get('Message', exc)}", "see the AWS message above") from None
     except BotoCoreError as exc:
         raise AwsError(f"could not {doing}: {exc}", "check the region and your network") from None
+
+
+def configured_region() -> str | None:
+    """The region of the standard chain (AWS_REGION, AWS_DEFAULT_REGION, the profile's config)."""
+    import boto3
+
+    region: str | None = os.environ.get("AWS_REGION") or boto3.session.Session().region_name
+    return region
 
 
 def account_id(region: str) -> str:

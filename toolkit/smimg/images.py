@@ -32,10 +32,17 @@ class ImageInfo:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
 
-def _require(ref: str) -> dict[str, Any]:
+def require(
+    ref: str, purpose: str = "", hint: str = "build it with `smimg build`, or check `docker images`"
+) -> dict[str, Any]:
+    """The engine's inspect data of a local image.
+
+    Raises:
+        ImageNotFound: no such local image; the message says what it was for, the hint what to do.
+    """
     attrs = docker.image_attrs(ref)
     if attrs is None:
-        raise ImageNotFound(f"no local image {ref!r}", "build it with `smimg build`, or check `docker images`")
+        raise ImageNotFound(f"no local image {ref!r}" + (f" {purpose}" if purpose else ""), hint)
     return attrs
 
 
@@ -45,7 +52,7 @@ def inspect_image(ref: str) -> ImageInfo:
     Raises:
         ImageNotFound: no such local image.
     """
-    attrs = _require(ref)
+    attrs = require(ref)
     labels: dict[str, str] = dict(attrs["Config"].get("Labels") or {})
     ours = VERSION_LABEL in labels
     packages = docker.read_image_file(ref, PACKAGES_PATH) if ours else None
@@ -113,7 +120,7 @@ def check_image(ref: str) -> CheckReport:
     Raises:
         ImageNotFound: no such local image.
     """
-    _require(ref)
+    require(ref)
     # smimg images have /opt/smimg/bin/python; any other image is probed with its python3.
     launcher = 'py=/opt/smimg/bin/python; [ -x "$py" ] || py=$(command -v python3); exec "$py" -c "$1"'
     raw = docker.client().containers.run(ref, entrypoint=["/bin/sh", "-c", launcher, "sh", _PROBE], remove=True)

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from smimg import compose, docker
-from smimg.errors import ImageNotFound, LocalError
+from smimg import compose, docker, images, resources
+from smimg.errors import LocalError
 
 GROUP = "homogeneousCluster"
 MAX_INSTANCES = 32
@@ -263,7 +263,7 @@ def make_job(
     Raises:
         LocalError: a malformed pair, a missing path or hyperparameter file.
     """
-    cache = _cache_dir() / "channels"
+    cache = resources.cache_dir() / "channels"
     channels = tuple(
         (key, resolve_channel(key, value, cache, on_line)) for key, value in parse_pairs(inputs, "--input")
     )
@@ -286,14 +286,8 @@ def make_job(
     )
 
 
-def _cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smimg"
-
-
 def default_run_dir(job: LocalJob) -> Path:
-    return _cache_dir() / "runs" / job.name
+    return resources.cache_dir() / "runs" / job.name
 
 
 def resolve_channel(name: str, source: str, cache: Path, on_line: Callable[[str], None] | None = None) -> Path:
@@ -318,7 +312,7 @@ def _download_s3(uri: str, cache: Path, on_line: Callable[[str], None] | None) -
     if (target / ".complete").exists():
         return target
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    s3 = ecr.client("s3", _region())
+    s3 = ecr.client("s3", None)
     partial = target.with_suffix(".partial")
     shutil.rmtree(partial, ignore_errors=True)
     count = 0
@@ -339,13 +333,6 @@ def _download_s3(uri: str, cache: Path, on_line: Callable[[str], None] | None) -
     partial.rename(target)
     (target / ".complete").touch()
     return target
-
-
-def _region() -> str | None:
-    import boto3
-
-    region: str | None = boto3.session.Session().region_name
-    return region
 
 
 def available_gpus() -> list[str]:
@@ -412,10 +399,7 @@ def prepare(plan: LocalPlan) -> compose.Compose:
     """
     from docker.errors import NotFound
 
-    if docker.image_attrs(plan.job.image) is None:
-        raise ImageNotFound(
-            f"no local image {plan.job.image!r} to run", "build it with `smimg build` (local mode never pulls)"
-        )
+    images.require(plan.job.image, "to run", "build it with `smimg build` (local mode never pulls)")
     tool = compose.find_compose()
     client = docker.client()
     if client.networks.list(names=[plan.network]):

@@ -8,6 +8,7 @@ with in-memory credentials and retries, then check that the registry holds one l
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import os
 import time
@@ -15,8 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from smimg import docker, ecr, registry
-from smimg.errors import ImageNotFound, Problem, PushError, RegistryAuthError, SpecError
+from smimg import docker, ecr, images, registry
+from smimg.errors import Problem, PushError, RegistryAuthError, SpecError
 from smimg.render import CONTENT_HASH_LABEL
 from smimg.spec import ImageSpec, PushSpec
 
@@ -230,18 +231,12 @@ def resolve_target(
     if host_ns is not None:
         host, _, namespace = host_ns.partition("/")
         return PushTarget(registry=host, repository=f"{namespace}/{name}" if namespace else name)
-    region = region or push_spec.region or (spec.base.region if spec else None) or _configured_region()
+    region = region or push_spec.region or (spec.base.region if spec else None) or ecr.configured_region()
     if region is None:
         problem = Problem("push.region", "no AWS region for the ECR repository", "pass --region, or set push.region")
         raise SpecError("push target", [problem])
     account = ecr.account_id(region)
     return PushTarget(registry=ecr.registry_host(account, region), repository=name, region=region, account=account)
-
-
-def _configured_region() -> str | None:
-    import boto3
-
-    return os.environ.get("AWS_REGION") or boto3.session.Session().region_name
 
 
 def _repository_path(ref: str) -> str:
@@ -266,11 +261,7 @@ def prepare_push(
     Raises:
         ImageNotFound: no such local image.
     """
-    attrs = docker.image_attrs(source)
-    if attrs is None:
-        raise ImageNotFound(
-            f"no local image {source!r} to push", "build it first (`smimg build`, or `smimg build --push`)"
-        )
+    attrs = images.require(source, "to push", "build it first (`smimg build`, or `smimg build --push`)")
     target = resolve_target(spec, source, registry_flag=registry_flag, region=region, repository=repository)
     return plan_push(
         source=source,
@@ -301,6 +292,7 @@ class _Credentials:
             return None  # the engine's SDK uses what `docker login` stored
         return {"username": self.username, "password": self.password or "", "serveraddress": self.target.registry}
 
+    @functools.cached_property
     def registry_client(self) -> registry.RegistryClient:
         if self.username is not None:
             return registry.RegistryClient(self.target.registry, self.username, self.password)
@@ -383,7 +375,7 @@ def _describe_report(report: ecr.RepositoryReport) -> str:
 def _existing_digest(plan: PushPlan, credentials: _Credentials, ecr_client: Any) -> str | None:
     if ecr_client is not None:
         return ecr.image_digest(ecr_client, plan.target.repository, plan.content_tag)
-    found = credentials.registry_client().manifest(plan.target.repository, plan.content_tag)
+    found = credentials.registry_client.manifest(plan.target.repository, plan.content_tag)
     return found.digest if found else None
 
 
@@ -455,7 +447,7 @@ def _verify(plan: PushPlan, digest: str, credentials: _Credentials, ecr_client: 
     if ecr_client is not None:
         media_type, body = ecr.manifest(ecr_client, plan.target.repository, digest, registry.MANIFEST_TYPES)
     else:
-        found = credentials.registry_client().manifest(plan.target.repository, digest)
+        found = credentials.registry_client.manifest(plan.target.repository, digest)
         if found is None:
             raise PushError(f"{plan.target.pinned(digest)} is not in the registry after the push", "push again")
         media_type, body = found.media_type, found.body

@@ -1,7 +1,8 @@
-"""Where the files that ship inside the wheel live: templates (``images/``) and the entrypoint's source."""
+"""Where smimg's files live: what ships inside the wheel (templates, the entrypoint's source) and the cache."""
 
 from __future__ import annotations
 
+import os
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -22,3 +23,8 @@ def images_dir() -> Path:
 def entrypoint_src_dir() -> Path:
     """The source tree of the smimg-entrypoint distribution that every image installs."""
     return _packaged("entrypoint_src")
+
+
+def cache_dir() -> Path:
+    """smimg's cache folder (build contexts, local runs, downloaded channels), under XDG_CACHE_HOME."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smimg"

@@ -44,7 +44,7 @@ def _image(image: str | None, spec: Path | None) -> str:
         return image
     from smimg import build
 
-    return build.prepare(load(spec), pull=False).content_tag
+    return build.current_tag(load(spec))
 
 
 @app.command("run")

@@ -52,7 +52,7 @@ def push_command(
         from smimg import build as build_lib
 
         assert loaded_spec is not None
-        image = build_lib.prepare(loaded_spec, pull=False).content_tag
+        image = build_lib.current_tag(loaded_spec)
     plan = push_lib.prepare_push(
         image,
         loaded_spec.spec if loaded_spec else None,
