@@ -25,7 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from smimg import build, compose, docker, local, push, standin
+from smimg import build, local
+from smimg import ship as push
+from smimg.adapters import compose
+from smimg.adapters.docker_engine import default_engine
+from smimg.build import standin
 from smimg.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +86,7 @@ def make_project(folder: Path, base: str) -> Path:
 
 
 def naive_build(folder: Path) -> None:
-    builder = docker.find_builder()
+    builder = default_engine().builder()
     argv = [
         *builder.build_argv(),
         "-f",
@@ -135,7 +139,7 @@ def opt_ml_tree(folder: Path, host: str, hosts: list[str], hyperparameters: dict
 
 def run_nodes(image: str, nodes: int, mode: str, folder: Path) -> tuple[float, float]:
     """(seconds to the first user line, seconds to the end) over all nodes, from just before the containers start."""
-    client = docker.client()
+    client = default_engine().sdk
     hosts = [f"algo-{i}" for i in range(1, nodes + 1)]
     network = client.networks.create(f"smimg-bench-{os.getpid()}-{time.monotonic_ns()}")
     containers = []
@@ -248,7 +252,7 @@ Estimator(image_uri={image!r}, role="arn:aws:iam::123456789012:role/bench", inst
     try:
         sh([sys.executable, "-c", code], env=env)
     finally:
-        client = docker.client()
+        client = default_engine().sdk
         for container in client.containers.list(all=True, filters={"ancestor": image}):
             container.remove(force=True)
         for network in client.networks.list(names=["sagemaker-local"]):
@@ -257,7 +261,7 @@ Estimator(image_uri={image!r}, role="arn:aws:iam::123456789012:role/bench", inst
 
 def floor_local(image: str) -> None:
     """Two containers on one network running torchrun directly: what a user would type by hand."""
-    client = docker.client()
+    client = default_engine().sdk
     network = client.networks.create(f"smimg-bench-floor-{time.monotonic_ns()}")
     containers = []
     try:
@@ -326,10 +330,10 @@ def bench_push(base: str) -> dict[str, push.PushResult]:
 def machine() -> str:
     cpus = os.cpu_count()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    engine = docker.client().version()
+    engine = default_engine().sdk.version()
     return (
         f"{platform.machine()}, {cpus} CPUs, {memory:.0f} GiB, {platform.system()} {platform.release()}; "
-        f"Docker engine {engine['Version']}, builder {docker.find_builder().kind.value}; "
+        f"Docker engine {engine['Version']}, builder {default_engine().builder().kind.value}; "
         f"compose {compose.find_compose().version}; Python {platform.python_version()}"
     )
 

@@ -43,11 +43,11 @@ _engine_error: list[str] = []
 
 def _engine_problem() -> str | None:
     if not _engine_error:
-        from smimg import docker
+        from smimg.adapters.docker_engine import default_engine
         from smimg.errors import SmimgError
 
         try:
-            docker.client()
+            default_engine().sdk  # noqa: B018 - connects, or raises DockerUnavailable
             _engine_error.append("")
         except SmimgError as exc:
             _engine_error.append(f"no Docker engine: {exc.message}; run `make setup`")
@@ -55,10 +55,10 @@ def _engine_problem() -> str | None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    needs_engine = any(item.iter_markers(name) for name in ("docker", "registry"))
+    needs_engine = any(item.get_closest_marker(name) for name in ("docker", "registry"))
     if needs_engine and (problem := _engine_problem()):
         _missing(item.config, problem)
-    if any(item.iter_markers("registry")) and shutil.which("docker-registry") is None:
+    if item.get_closest_marker("registry") and shutil.which("docker-registry") is None:
         _missing(item.config, "docker-registry is not installed; run `make setup`")
 
 
@@ -93,7 +93,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 @pytest.fixture(scope="session")
 def standin_image() -> str:
     """The stand-in DLC image (built once by `make test`; reused here when its inputs are unchanged)."""
-    from smimg import standin
+    from smimg.build import standin
 
     return standin.ensure_standin().ref
 

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BASE_DIR = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+from smimg_entrypoint import contract
+
+BASE_DIR = Path(os.environ.get(contract.BASE_DIR_ENV, contract.OPT_ML))
 
 
 @dataclass(frozen=True)
@@ -19,28 +21,52 @@ class Paths:
     base: Path = BASE_DIR
 
     @property
+    def resource_config(self) -> Path:
+        return self.base / contract.RESOURCE_CONFIG
+
+    @property
+    def hyperparameters(self) -> Path:
+        return self.base / contract.HYPERPARAMETERS
+
+    @property
+    def input_data_config(self) -> Path:
+        return self.base / contract.INPUT_DATA_CONFIG
+
+    @property
     def config(self) -> Path:
-        return self.base / "input" / "config"
+        return self.resource_config.parent
 
     @property
     def data(self) -> Path:
-        return self.base / "input" / "data"
+        return self.base / contract.DATA_DIR
 
     @property
     def model(self) -> Path:
-        return self.base / "model"
+        return self.base / contract.MODEL_DIR
 
     @property
     def output(self) -> Path:
-        return self.base / "output"
+        return self.base / contract.OUTPUT_DIR
+
+    @property
+    def output_data(self) -> Path:
+        return self.base / contract.OUTPUT_DATA_DIR
 
     @property
     def failure(self) -> Path:
-        return self.output / "failure"
+        return self.base / contract.FAILURE_FILE
+
+    @property
+    def success(self) -> Path:
+        return self.base / contract.SUCCESS_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.base / contract.CHECKPOINTS_DIR
 
     @property
     def code(self) -> Path:
-        return self.base / "code"
+        return self.base / contract.CODE_DIR
 
 
 @dataclass(frozen=True)
@@ -50,9 +76,9 @@ class Cluster:
     hosts: tuple[str, ...]
     current_host: str
     current_instance_type: str = "local"
-    current_group: str = "homogeneousCluster"
+    current_group: str = contract.DEFAULT_GROUP
     instance_groups: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
-    network_interface: str = "eth0"
+    network_interface: str = contract.DEFAULT_INTERFACE
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     resource_config: Mapping[str, Any] = field(default_factory=dict)
@@ -67,17 +93,13 @@ def _read(path: Path) -> Any:
 
 def read_cluster(paths: Paths = Paths()) -> Cluster:
     """Read the three config files. Missing optional files and fields are tolerated."""
-    resource = _read(paths.config / "resourceconfig.json")
+    resource = _read(paths.resource_config)
     if resource is None:
         raise FileNotFoundError(
-            f"{paths.config / 'resourceconfig.json'} is missing: this is not a SageMaker training container "
+            f"{paths.resource_config} is missing: this is not a SageMaker training container "
             "(run the image with `smimg local run`, SageMaker, or mount an /opt/ml tree)"
         )
-    return parse_cluster(
-        resource,
-        _read(paths.config / "hyperparameters.json") or {},
-        _read(paths.config / "inputdataconfig.json") or {},
-    )
+    return parse_cluster(resource, _read(paths.hyperparameters) or {}, _read(paths.input_data_config) or {})
 
 
 def parse_cluster(
@@ -92,9 +114,9 @@ def parse_cluster(
         hosts=hosts,
         current_host=str(resource["current_host"]),
         current_instance_type=str(resource.get("current_instance_type", "local")),
-        current_group=str(resource.get("current_group_name", "homogeneousCluster")),
+        current_group=str(resource.get("current_group_name", contract.DEFAULT_GROUP)),
         instance_groups=groups,
-        network_interface=str(resource.get("network_interface_name") or "eth0"),
+        network_interface=str(resource.get("network_interface_name") or contract.DEFAULT_INTERFACE),
         hyperparameters={str(k): str(v) for k, v in hyperparameters.items()},
         channels={str(k): dict(v) for k, v in channels.items()},
         resource_config=dict(resource),

@@ -7,12 +7,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-# Keys the platform, the SDK or smimg reserve; they configure the launch and never reach the script.
-RESERVED_PREFIXES = ("sagemaker_", "smimg_")
-RESERVED_KEYS = ("_tuning_objective_metric", "default_user_module_name")
-BOOL_STYLES = ("value", "flag")
+from smimg_entrypoint.contract import BOOL_STYLE, BOOL_STYLES, RESERVED_KEYS, RESERVED_PREFIXES
+
+VALUE, FLAG = BOOL_STYLES
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """The job's hyperparameters, decoded: the script's own, and the reserved ones that configure the launch."""
+
+    user: Mapping[str, Any]
+    reserved: Mapping[str, Any]
+
+
+def parse(raw: Mapping[str, str]) -> Hyperparameters:
+    """Decode and split ``hyperparameters.json``'s values, once per launch."""
+    user, reserved = split(decode(raw))
+    return Hyperparameters(user, reserved)
 
 
 def decode(raw: Mapping[str, str]) -> dict[str, Any]:
@@ -37,7 +51,7 @@ def split(decoded: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return user, reserved
 
 
-def to_args(user: Mapping[str, Any], bool_style: str = "value") -> list[str]:
+def to_args(user: Mapping[str, Any], bool_style: str = VALUE) -> list[str]:
     """``--key value`` pairs in sorted key order, as sagemaker-training orders them.
 
     Booleans: ``value`` gives ``--flag True``/``--flag False`` (what the toolkit and HfArgumentParser expect);
@@ -45,13 +59,13 @@ def to_args(user: Mapping[str, Any], bool_style: str = "value") -> list[str]:
     Lists and mappings are passed as JSON.
     """
     if bool_style not in BOOL_STYLES:
-        raise ValueError(f"smimg_bool_style must be one of {', '.join(BOOL_STYLES)}, not {bool_style!r}")
+        raise ValueError(f"{BOOL_STYLE[0]} must be one of {', '.join(BOOL_STYLES)}, not {bool_style!r}")
     args: list[str] = []
     for key in sorted(user):
         value = user[key]
         name = f"--{key}"
         if isinstance(value, bool):
-            if bool_style == "flag":
+            if bool_style == FLAG:
                 if value:
                     args.append(name)
                 continue

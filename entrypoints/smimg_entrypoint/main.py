@@ -20,29 +20,21 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
-from smimg_entrypoint import __version__
-from smimg_entrypoint.cluster import Cluster, Paths, read_cluster
-from smimg_entrypoint.hyperparameters import decode, split
-from smimg_entrypoint.plan import Code, Devices, LaunchPlan, PlanError, choose_code, plan_launch
+from smimg_entrypoint import __version__, contract
+from smimg_entrypoint.cluster import Paths, read_cluster
+from smimg_entrypoint.hyperparameters import parse
+from smimg_entrypoint.plan import Code, Devices, LaunchPlan, choose_code, plan_launch
+from smimg_entrypoint.settings import PlanError, Settings
 from smimg_entrypoint.watch import Master, PeerFailure, Worker
 
-FAILURE_LIMIT = 1024
 _host = socket.gethostname()
 
 
 def log(message: str, rank: int | None = None) -> None:
     where = _host if rank is None else f"{_host} node{rank}"
-    print(f"smimg-train {where}: {message}", flush=True)
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
+    print(f"{contract.TRAIN_SCRIPT} {where}: {message}", flush=True)
 
 
 def detect_devices() -> Devices:
@@ -69,11 +61,26 @@ def write_failure(paths: Paths, text: str) -> None:
     try:
         paths.failure.parent.mkdir(parents=True, exist_ok=True)
         with paths.failure.open("x") as handle:
-            handle.write(text[-FAILURE_LIMIT:])
+            handle.write(text[-contract.FAILURE_LIMIT :])
     except FileExistsError:
         pass
     except OSError as exc:
         log(f"could not write {paths.failure}: {exc}")
+
+
+# What a collective says when the other side of its connection died: gloo, NCCL and c10d's words for it.
+_ECHOES = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "remote process exited",
+    "Broken pipe",
+    "DistNetworkError",
+)
+ECHO_WAIT = 5.0  # seconds a node whose rank died of a peer's death waits for that peer's own report
+
+
+def _is_echo(cause: str | None) -> bool:
+    return cause is not None and any(echo in cause for echo in _ECHOES)
 
 
 def root_cause(log_dir: str) -> str | None:
@@ -118,8 +125,8 @@ def install_requirements(code_dir: str) -> None:
     if not os.path.isfile(requirements):
         return
     base = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-r", requirements]
-    if os.path.isfile("/opt/smimg/base-constraints.txt"):
-        base += ["-c", "/opt/smimg/base-constraints.txt"]
+    if os.path.isfile(contract.CONSTRAINTS_FILE):
+        base += ["-c", contract.CONSTRAINTS_FILE]
     probe = subprocess.run([*base, "--dry-run", "--quiet", "--report", "-"], capture_output=True, text=True)
     try:
         pending = [item["metadata"]["name"] for item in json.loads(probe.stdout)["install"]]
@@ -186,10 +193,12 @@ class Job:
         self.stop_deadline: float | None = None
         self.peer_failure: PeerFailure | None = None
         self.child: subprocess.Popen[bytes] | None = None
+        self.master: Master | None = None
+        self.worker: Worker | None = None
 
     def on_signal(self, signum: int, _frame: object) -> None:
         if self.stop_signal is None:
-            grace = _env_float("SMIMG_STOP_GRACE", 110.0)
+            grace = self.plan.timeouts.stop_grace
             log(
                 f"received {signal.Signals(signum).name}: forwarding SIGTERM to the training processes "
                 f"(SIGKILL in {grace:.0f}s)"
@@ -203,39 +212,46 @@ class Job:
 
     def run(self) -> int:
         plan = self.plan
-        log_dir = tempfile.mkdtemp(prefix="smimg-logs-")
-        argv = list(plan.argv)
-        if plan.launcher == "torchrun":
-            # Per-rank logs (and "[rankN]:" prefixes on the console) let the failure file name the failing rank.
-            argv[1:1] = ["--log-dir", log_dir, "--tee", "3"]
-        env = dict(os.environ)
-        env.update(plan.env)
-        watch_port = int(os.environ.get("SMIMG_WATCH_PORT", plan.master_port + 1))
-        join_timeout = _env_float("SMIMG_RENDEZVOUS_TIMEOUT", 600.0)
-        master: Master | None = None
-        worker: Worker | None = None
-        if plan.nnodes > 1 and plan.is_master:
-            master = Master(watch_port, [h for h in plan.hosts if h != plan.master_host])
-        elif plan.nnodes > 1:
-            worker = Worker(plan.hosts[plan.node_rank], plan.master_addr, watch_port, time.monotonic() + join_timeout)
-        peers = master or worker
-        events: queue.Queue[PeerFailure] = peers.events if peers is not None else queue.Queue()
+        events = self._start_peers()
+        log("launching: " + shlex.join(plan.argv), plan.node_rank)
+        self.child = subprocess.Popen(plan.argv, env={**os.environ, **plan.env}, cwd=plan.cwd, start_new_session=True)
+        rc = self._supervise(self.child, events)
+        if self.stop_signal is not None:
+            log(f"stopped by {signal.Signals(self.stop_signal).name} (launcher exit {rc})", plan.node_rank)
+            self._close_peers()
+            return 128 + self.stop_signal
+        if rc != 0 and self.peer_failure is None and plan.nnodes > 1 and _is_echo(root_cause(plan.log_dir)):
+            # This node's rank died of a peer's death (the collective lost its connection) and often exits before
+            # the peer's entrypoint has reported: give the report a moment so the root cause is blamed, not the echo.
+            with contextlib.suppress(queue.Empty):
+                self.peer_failure = events.get(timeout=ECHO_WAIT)
+        return self._conclude(rc)
 
-        log("launching: " + shlex.join(argv), plan.node_rank)
-        self.child = subprocess.Popen(argv, env=env, cwd=plan.cwd, start_new_session=True)
-        join_deadline = time.monotonic() + join_timeout
+    def _start_peers(self) -> queue.Queue[PeerFailure]:
+        """Connect to the other nodes' entrypoints (a worker waits for the master's); failures arrive on the queue."""
+        plan = self.plan
+        if plan.nnodes > 1 and plan.is_master:
+            self.master = Master(plan.watch_port, [h for h in plan.hosts if h != plan.master_host])
+            return self.master.events
+        if plan.nnodes > 1:
+            deadline = time.monotonic() + plan.timeouts.rendezvous
+            self.worker = Worker(plan.hosts[plan.node_rank], plan.master_addr, plan.watch_port, deadline)
+            return self.worker.events
+        return queue.Queue()
+
+    def _supervise(self, child: subprocess.Popen[bytes], events: queue.Queue[PeerFailure]) -> int:
+        """Wait for the launcher; stop it when a peer fails or never joins, SIGKILL it when a grace period ends."""
+        plan = self.plan
+        join_deadline = time.monotonic() + plan.timeouts.rendezvous
         while True:
             try:
-                rc = self.child.wait(timeout=0.05)
-                break
+                return child.wait(timeout=0.05)
             except subprocess.TimeoutExpired:
                 pass
-            if master is not None and time.monotonic() > join_deadline and master.missing():
-                master.abort(
-                    PeerFailure(
-                        "master",
-                        f"hosts never joined within {join_timeout:.0f}s: " + ", ".join(sorted(master.missing())),
-                    )
+            if self.master is not None and time.monotonic() > join_deadline and self.master.missing():
+                missing = ", ".join(sorted(self.master.missing()))
+                self.master.abort(
+                    PeerFailure("master", f"hosts never joined within {plan.timeouts.rendezvous:.0f}s: {missing}")
                 )
             if self.peer_failure is None:
                 try:
@@ -244,90 +260,98 @@ class Job:
                     pass
                 else:
                     log(f"stopping: peer {self.peer_failure.host} failed", plan.node_rank)
-                    _signal_tree(self.child.pid, signal.SIGTERM, include_root=True)
-                    self.stop_deadline = time.monotonic() + _env_float("SMIMG_ABORT_GRACE", 15.0)
+                    _signal_tree(child.pid, signal.SIGTERM, include_root=True)
+                    self.stop_deadline = time.monotonic() + plan.timeouts.abort_grace
             if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
                 log("grace period over: SIGKILL", plan.node_rank)
-                _signal_tree(self.child.pid, signal.SIGKILL, include_root=True)
+                _signal_tree(child.pid, signal.SIGKILL, include_root=True)
                 self.stop_deadline = None
 
-        if self.stop_signal is not None:
-            log(f"stopped by {signal.Signals(self.stop_signal).name} (launcher exit {rc})", plan.node_rank)
-            if worker is not None:
-                worker.close()
-            if master is not None:
-                master.close()
-            return 128 + self.stop_signal
-
+    def _conclude(self, rc: int) -> int:
+        """Agree on the outcome with the other nodes, write the failure file, and pick the exit code."""
+        plan = self.plan
         ok = rc == 0 and self.peer_failure is None
-        if ok and master is not None:
-            silent = master.wait_all_done(_env_float("SMIMG_FINISH_TIMEOUT", 300.0))
+        if ok and self.master is not None:
+            silent = self.master.wait_all_done(plan.timeouts.finish)
             if silent:
                 self.peer_failure = (
-                    master.events.get()
-                    if not master.events.empty()
+                    self.master.events.get()
+                    if not self.master.events.empty()
                     else PeerFailure(",".join(sorted(silent)), "did not report success")
                 )
                 ok = False
         if not ok:
-            if (
-                self.peer_failure is not None
-                and rc in (0, -15, 143, 1)
-                and self.peer_failure.host != plan.hosts[plan.node_rank]
-            ):
-                reason = f"peer {self.peer_failure.host} failed: {self.peer_failure.reason}"
-            else:
-                cause = root_cause(log_dir) or "no traceback captured"
-                reason = f"ExitCode {rc} on {plan.hosts[plan.node_rank]} {cause}"
-            write_failure(self.paths, reason)
-            log(f"job failed: {reason.splitlines()[0][:300]}", plan.node_rank)
-            if worker is not None:
-                worker.report(False, reason[-FAILURE_LIMIT:])
-            if master is not None:
-                master.abort(PeerFailure(plan.master_host, reason[-FAILURE_LIMIT:]))
-        elif worker is not None:
-            worker.report(True)
-            worker.finished.wait(_env_float("SMIMG_FINISH_TIMEOUT", 300.0))
-        if master is not None:
-            master.close()
-        if worker is not None:
-            worker.close()
+            self._fail(rc)
+        elif self.worker is not None:
+            self.worker.report(True)
+            self.worker.finished.wait(plan.timeouts.finish)
+        self._close_peers()
         if ok:
             log("job completed", plan.node_rank)
             return 0
         return rc if rc > 0 else 1
 
+    def _fail(self, rc: int) -> None:
+        """Blame the peer that failed first, else this node's failing rank; tell the other nodes."""
+        plan = self.plan
+        here = plan.hosts[plan.node_rank]
+        failure = self.peer_failure
+        # Exit 0, 1 (torchrun once its workers were stopped) or SIGTERM: this node was stopped for the peer's failure.
+        if failure is not None and rc in (0, -15, 143, 1) and failure.host != here:
+            reason = f"{contract.PEER_FAILURE_PREFIX}{failure.host} failed: {failure.reason}"
+        else:
+            reason = f"ExitCode {rc} on {here} {root_cause(plan.log_dir) or 'no traceback captured'}"
+        write_failure(self.paths, reason)
+        log(f"job failed: {reason.splitlines()[0][:300]}", plan.node_rank)
+        if self.worker is not None:
+            self.worker.report(False, reason[-contract.FAILURE_LIMIT :])
+        if self.master is not None:
+            self.master.abort(PeerFailure(plan.master_host, reason[-contract.FAILURE_LIMIT :]))
 
-def _host_addresses() -> Mapping[str, str] | None:
-    raw = os.environ.get("SMIMG_HOST_ADDRESSES")
-    return json.loads(raw) if raw else None
+    def _close_peers(self) -> None:
+        if self.master is not None:
+            self.master.close()
+        if self.worker is not None:
+            self.worker.close()
+
+
+def _plan(paths: Paths) -> tuple[Settings, LaunchPlan]:
+    """Everything this node does, decided from /opt/ml, the environment and the devices before anything runs."""
+    cluster = read_cluster(paths)
+    hyperparameters = parse(cluster.hyperparameters)
+    settings = Settings.load(hyperparameters.reserved, os.environ)
+    code_dir_has_files = paths.code.is_dir() and any(paths.code.iterdir())
+    code = choose_code(hyperparameters.reserved, settings, os.environ, paths, code_dir_has_files)
+    log_dir = tempfile.mkdtemp(prefix="smimg-logs-")
+    try:
+        plan = plan_launch(cluster, hyperparameters, settings, os.environ, detect_devices(), code, log_dir, paths)
+    except BaseException:
+        os.rmdir(log_dir)  # nothing will write there: leave no empty folder behind a job that cannot start
+        raise
+    return settings, plan
 
 
 def train(paths: Paths | None = None) -> int:
     """Plan from /opt/ml and the environment, prepare the code, wait for the hosts, launch, report."""
     paths = paths or Paths()
     try:
-        cluster: Cluster = read_cluster(paths)
-        _, reserved = split(decode(cluster.hyperparameters))
-        code_dir_has_files = paths.code.is_dir() and any(paths.code.iterdir())
-        code = choose_code(reserved, os.environ, paths, code_dir_has_files)
-        plan = plan_launch(cluster, os.environ, detect_devices(), code, paths, _host_addresses())
+        settings, plan = _plan(paths)
     except (PlanError, FileNotFoundError, KeyError, ValueError) as exc:
         log(f"cannot launch: {exc}")
         write_failure(paths, f"smimg: cannot launch: {exc}")
         return 1
     log(
         f"smimg-entrypoint {__version__}: {plan.launcher} on {plan.nnodes} node(s) x {plan.nproc_per_node} "
-        f"process(es); this is {cluster.current_host}, node rank {plan.node_rank}, master "
+        f"process(es); this is {plan.hosts[plan.node_rank]}, node rank {plan.node_rank}, master "
         f"{plan.master_host} ({plan.master_addr}:{plan.master_port})",
         plan.node_rank,
     )
     try:
-        if code.fetch_from:
-            fetch_code(code, paths)
-        install_requirements(code.directory)
-        if _host_addresses() is None:
-            wait_for_hosts(list(plan.hosts), _env_float("SMIMG_DNS_TIMEOUT", 900.0))
+        if plan.code.fetch_from:
+            fetch_code(plan.code, paths)
+        install_requirements(plan.code.directory)
+        if settings.host_addresses is None:
+            wait_for_hosts(list(plan.hosts), settings.dns_timeout)
     except (PlanError, OSError, subprocess.CalledProcessError, tarfile.TarError) as exc:
         log(f"cannot launch: {exc}", plan.node_rank)
         write_failure(paths, f"smimg: cannot launch: {exc}")
@@ -344,7 +368,7 @@ def main() -> None:
     if argv == ["--version"]:
         print(f"smimg-entrypoint {__version__}")
         return
-    if not argv or argv[0] != "train":
+    if not argv or argv[0] != contract.TRAIN_COMMAND:
         command = argv or ["/bin/bash"]
         os.execvp(command[0], command)
     sys.exit(train())

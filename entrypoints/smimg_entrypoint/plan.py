@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from smimg_entrypoint import hyperparameters as hp
+from smimg_entrypoint import contract
 from smimg_entrypoint.cluster import Cluster, Paths, group_hosts
+from smimg_entrypoint.hyperparameters import Hyperparameters, to_args
+from smimg_entrypoint.settings import ACCELERATE, PYTHON, TORCHRUN, PlanError, Settings
 
-LAUNCHERS = ("torchrun", "accelerate", "python")
-DEFAULT_MASTER_PORT = 7777  # what sagemaker-training and SDK v3 use
-UNSUPPORTED = {
-    "sagemaker_mpi_enabled": "MPI (mpirun)",
-    "sagemaker_distributed_dataparallel_enabled": "smdistributed data parallel",
-    "sagemaker_pytorch_ddp_enabled": "pytorchddp (SMDDP over mpirun)",
-    "sagemaker_pytorch_xla_multi_worker_enabled": "PyTorch XLA multi-worker",
-    "sagemaker_parameter_server_enabled": "parameter server",
-    "sagemaker_multi_worker_mirrored_strategy_enabled": "TensorFlow MultiWorkerMirroredStrategy",
-}
-
-
-class PlanError(Exception):
-    """The job cannot be launched as configured; the message says what to change."""
+SAGEMAKER_PREFIX = contract.RESERVED_PREFIXES[0]  # the platform's and the SDK's, not smimg's
 
 
 @dataclass(frozen=True)
@@ -56,6 +45,27 @@ class Code:
 
 
 @dataclass(frozen=True)
+class Topology:
+    """The hosts that train together, this node's rank among them, and their master."""
+
+    hosts: tuple[str, ...]
+    node_rank: int
+    master_host: str
+    master_addr: str
+    distributed: bool  # False: this host is outside the distribution groups and runs the script alone
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long the executor waits, in seconds."""
+
+    rendezvous: float  # for every worker's entrypoint to join the master's
+    finish: float  # for the other nodes' outcome once this node's launcher succeeded
+    stop_grace: float  # from forwarding SageMaker's SIGTERM to SIGKILL
+    abort_grace: float  # from stopping for a failed peer to SIGKILL
+
+
+@dataclass(frozen=True)
 class LaunchPlan:
     launcher: str
     argv: tuple[str, ...]
@@ -68,7 +78,10 @@ class LaunchPlan:
     master_addr: str
     master_port: int
     code: Code
-    script_args: tuple[str, ...] = field(default=())
+    script_args: tuple[str, ...]
+    log_dir: str
+    watch_port: int
+    timeouts: Timeouts
 
     @property
     def nnodes(self) -> int:
@@ -80,11 +93,15 @@ class LaunchPlan:
 
 
 def choose_code(
-    reserved: Mapping[str, object], environ: Mapping[str, str], paths: Paths, code_dir_has_files: bool
+    reserved: Mapping[str, object],
+    settings: Settings,
+    environ: Mapping[str, str],
+    paths: Paths,
+    code_dir_has_files: bool,
 ) -> Code:
     """Script mode (``sagemaker_program`` + ``sagemaker_submit_directory``), /opt/ml/code, or baked code."""
-    program = environ.get("SAGEMAKER_PROGRAM") or reserved.get("sagemaker_program")
-    submit = reserved.get("sagemaker_submit_directory")
+    program = environ.get(contract.PROGRAM_ENV) or reserved.get(contract.HP_PROGRAM)
+    submit = reserved.get(contract.HP_SUBMIT_DIRECTORY)
     if program:
         program = str(program)
         if submit and not code_dir_has_files:
@@ -93,149 +110,164 @@ def choose_code(
                 return Code(source, program)
             return Code(str(paths.code), program, fetch_from=source)
         return Code(str(paths.code), program)
-    baked = environ.get("SMIMG_CODE_DIR")
-    entry = environ.get("SMIMG_ENTRY_POINT")
-    if baked and entry:
-        return Code(baked, entry)
+    if settings.code_dir and settings.entry_point:
+        return Code(settings.code_dir, settings.entry_point)
     raise PlanError(
-        "no training code: the image has no baked code (SMIMG_CODE_DIR/SMIMG_ENTRY_POINT) and the job names no "
-        "sagemaker_program; set code: in smimg.yaml, or pass entry_point/source_dir in the SageMaker SDK"
+        f"no training code: the image has no baked code ({contract.CODE_DIR_ENV}/{contract.ENTRY_POINT_ENV}) and "
+        f"the job names no {contract.HP_PROGRAM}; set code: in smimg.yaml, or pass entry_point/source_dir in the "
+        "SageMaker SDK"
     )
 
 
-def _truthy(value: object) -> bool:
-    return value is True or str(value).lower() in ("true", "1", "yes")
-
-
-def choose_launcher(reserved: Mapping[str, object], environ: Mapping[str, str]) -> str:
-    for key, name in UNSUPPORTED.items():
-        if _truthy(reserved.get(key)):
-            raise PlanError(
-                f"the job asks for {name} ({key}), which smimg images do not run; use "
-                "distribution={'torch_distributed': {'enabled': True}} or the launcher setting in smimg.yaml"
-            )
-    chosen = str(reserved.get("smimg_launcher") or environ.get("SMIMG_LAUNCHER") or "torchrun")
-    if _truthy(reserved.get("sagemaker_torch_distributed_enabled")):
-        chosen = "torchrun"
-    if chosen not in LAUNCHERS:
-        raise PlanError(f"unknown launcher {chosen!r}: use one of {', '.join(LAUNCHERS)}")
-    return chosen
+def plan_topology(
+    cluster: Cluster, reserved: Mapping[str, object], host_addresses: Mapping[str, str] | None
+) -> Topology:
+    """The distribution groups' hosts in SageMaker's order; the first is the master."""
+    group_names = reserved.get(contract.HP_DISTRIBUTION_GROUPS)
+    hosts = group_hosts(cluster, tuple(group_names) if isinstance(group_names, list) else None)
+    distributed = cluster.current_host in hosts
+    if not distributed:
+        # A node outside the distribution groups (heterogeneous clusters) runs the script on its own.
+        hosts = (cluster.current_host,)
+    master_host = hosts[0]
+    return Topology(
+        hosts=hosts,
+        node_rank=hosts.index(cluster.current_host),
+        master_host=master_host,
+        master_addr=(host_addresses or {}).get(master_host, master_host),
+        distributed=distributed,
+    )
 
 
 def plan_launch(
     cluster: Cluster,
+    hyperparameters: Hyperparameters,
+    settings: Settings,
     environ: Mapping[str, str],
     devices: Devices,
     code: Code,
+    log_dir: str,
     paths: Paths | None = None,
-    host_addresses: Mapping[str, str] | None = None,
 ) -> LaunchPlan:
     """Plan this node's launch.
 
     Args:
         cluster: the parsed /opt/ml config.
+        hyperparameters: the job's, decoded once (``hyperparameters.parse``).
+        settings: smimg's settings, checked (``Settings.load``).
         environ: the container's environment (image defaults and the user's variables).
         devices: what this node has.
         code: where the code is (see ``choose_code``).
+        log_dir: where torchrun writes each rank's output; the executor creates it before the launch.
         paths: the /opt/ml layout.
-        host_addresses: test-only host-to-address map; SageMaker hosts resolve through DNS.
-
-    Raises:
-        PlanError: an unsupported distribution, an unknown launcher, or a bad smimg_* setting.
     """
     paths = paths or Paths()
-    decoded = hp.decode(cluster.hyperparameters)
-    user, reserved = hp.split(decoded)
-    launcher = choose_launcher(reserved, environ)
-    try:
-        script_args = tuple(
-            hp.to_args(user, str(reserved.get("smimg_bool_style") or environ.get("SMIMG_BOOL_STYLE") or "value"))
-        )
-    except ValueError as exc:
-        raise PlanError(str(exc)) from None
-
-    group_names = reserved.get("sagemaker_distribution_instance_groups")
-    hosts = group_hosts(cluster, tuple(group_names) if isinstance(group_names, list) else None)
-    if cluster.current_host not in hosts:
-        # A node outside the distribution groups (heterogeneous clusters) runs the script on its own.
-        hosts, launcher = (cluster.current_host,), "python"
-    node_rank = hosts.index(cluster.current_host)
-    master_host = hosts[0]
-    master_addr = (host_addresses or {}).get(master_host, master_host)
-    master_port = int(reserved.get("smimg_master_port") or environ.get("SMIMG_MASTER_PORT") or DEFAULT_MASTER_PORT)
-
-    override = reserved.get("smimg_nproc_per_node") or environ.get("SMIMG_NPROC_PER_NODE")
-    nproc = int(override) if override else (devices.gpus or devices.neuron_cores or 1)
-    if nproc < 1:
-        raise PlanError(f"smimg_nproc_per_node must be at least 1, not {nproc}")
-
-    target = ["-m", code.entry_point[3:].strip()] if code.is_module else [code.entry_point]
-    if launcher == "torchrun":
-        argv = [
-            "torchrun",
-            "--nnodes",
-            str(len(hosts)),
-            "--nproc_per_node",
-            str(nproc),
-            "--node_rank",
-            str(node_rank),
-            "--master_addr",
-            master_addr,
-            "--master_port",
-            str(master_port),
-            *target,
-            *script_args,
-        ]
-    elif launcher == "accelerate":
-        argv = [
-            "accelerate",
-            "launch",
-            "--num_machines",
-            str(len(hosts)),
-            "--num_processes",
-            str(nproc * len(hosts)),
-            "--machine_rank",
-            str(node_rank),
-            "--main_process_ip",
-            master_addr,
-            "--main_process_port",
-            str(master_port),
-            *(["--multi_gpu"] if devices.gpus and nproc * len(hosts) > 1 else []),
-            *(["--cpu"] if not devices.gpus else []),
-            *(["--module", target[1]] if code.is_module else [target[0]]),
-            *script_args,
-        ]
+    topology = plan_topology(cluster, hyperparameters.reserved, settings.host_addresses)
+    launcher = settings.launcher if topology.distributed else PYTHON
+    nproc = settings.nproc_per_node or devices.gpus or devices.neuron_cores or 1
+    script_args = tuple(to_args(hyperparameters.user, settings.bool_style))
+    if launcher == TORCHRUN:
+        argv = _torchrun_argv(topology, nproc, settings.master_port, code, log_dir)
+    elif launcher == ACCELERATE:
+        argv = _accelerate_argv(topology, nproc, settings.master_port, code, devices)
     else:
-        argv = ["python", *target, *script_args]
-
-    env = sm_environment(cluster, user, reserved, devices, code, paths, hosts, script_args)
-    env.update(
-        {
-            "MASTER_ADDR": master_addr,
-            "MASTER_PORT": str(master_port),
-            "SM_MASTER_ADDR": master_host,
-            "SM_MASTER_PORT": str(master_port),
-            "SM_HOST_COUNT": str(len(hosts)),
-            "SM_CURRENT_HOST_RANK": str(node_rank),
-        }
+        argv = _python_argv(code)
+    env = sm_environment(
+        cluster, hyperparameters.user, hyperparameters.reserved, devices, code, paths, topology.hosts, script_args
     )
+    env.update(_launch_env(cluster, environ, devices, topology, settings.master_port))
+    return LaunchPlan(
+        launcher=launcher,
+        argv=(*argv, *script_args),
+        env=env,
+        cwd=code.directory,
+        hosts=topology.hosts,
+        node_rank=topology.node_rank,
+        nproc_per_node=nproc,
+        master_host=topology.master_host,
+        master_addr=topology.master_addr,
+        master_port=settings.master_port,
+        code=code,
+        script_args=script_args,
+        log_dir=log_dir,
+        watch_port=settings.watch_port,
+        timeouts=Timeouts(
+            rendezvous=settings.rendezvous_timeout,
+            finish=settings.finish_timeout,
+            stop_grace=settings.stop_grace,
+            abort_grace=settings.abort_grace,
+        ),
+    )
+
+
+def _target(code: Code) -> list[str]:
+    return ["-m", code.entry_point[3:].strip()] if code.is_module else [code.entry_point]
+
+
+def _torchrun_argv(topology: Topology, nproc: int, master_port: int, code: Code, log_dir: str) -> list[str]:
+    return [
+        TORCHRUN,
+        # Per-rank logs (and "[rankN]:" prefixes on the console) let the failure file name the failing rank.
+        "--log-dir",
+        log_dir,
+        "--tee",
+        "3",
+        "--nnodes",
+        str(len(topology.hosts)),
+        "--nproc_per_node",
+        str(nproc),
+        "--node_rank",
+        str(topology.node_rank),
+        "--master_addr",
+        topology.master_addr,
+        "--master_port",
+        str(master_port),
+        *_target(code),
+    ]
+
+
+def _accelerate_argv(topology: Topology, nproc: int, master_port: int, code: Code, devices: Devices) -> list[str]:
+    processes = nproc * len(topology.hosts)
+    target = _target(code)
+    return [
+        ACCELERATE,
+        "launch",
+        "--num_machines",
+        str(len(topology.hosts)),
+        "--num_processes",
+        str(processes),
+        "--machine_rank",
+        str(topology.node_rank),
+        "--main_process_ip",
+        topology.master_addr,
+        "--main_process_port",
+        str(master_port),
+        *(["--multi_gpu"] if devices.gpus and processes > 1 else []),
+        *(["--cpu"] if not devices.gpus else []),
+        *(["--module", target[1]] if code.is_module else target),
+    ]
+
+
+def _python_argv(code: Code) -> list[str]:
+    return [PYTHON, *_target(code)]
+
+
+def _launch_env(
+    cluster: Cluster, environ: Mapping[str, str], devices: Devices, topology: Topology, master_port: int
+) -> dict[str, str]:
+    """The rendezvous variables and the network settings, over the SM_* ones."""
+    env = {
+        "MASTER_ADDR": topology.master_addr,
+        "MASTER_PORT": str(master_port),
+        "SM_MASTER_ADDR": topology.master_host,
+        "SM_MASTER_PORT": str(master_port),
+        "SM_HOST_COUNT": str(len(topology.hosts)),
+        "SM_CURRENT_HOST_RANK": str(topology.node_rank),
+    }
     env.update(_network_env(cluster, environ, devices))
     if "PYTHONUNBUFFERED" not in environ:
         env["PYTHONUNBUFFERED"] = "1"
-    return LaunchPlan(
-        launcher=launcher,
-        argv=tuple(argv),
-        env=env,
-        cwd=code.directory,
-        hosts=hosts,
-        node_rank=node_rank,
-        nproc_per_node=nproc,
-        master_host=master_host,
-        master_addr=master_addr,
-        master_port=master_port,
-        code=code,
-        script_args=script_args,
-    )
+    return env
 
 
 def _network_env(cluster: Cluster, environ: Mapping[str, str], devices: Devices) -> dict[str, str]:
@@ -280,7 +312,7 @@ def sm_environment(
         "SM_USER_ARGS": _dumps(list(script_args)),
         "SM_MODEL_DIR": str(paths.model),
         "SM_OUTPUT_DIR": str(paths.output),
-        "SM_OUTPUT_DATA_DIR": str(paths.output / "data"),
+        "SM_OUTPUT_DATA_DIR": str(paths.output_data),
         "SM_OUTPUT_INTERMEDIATE_DIR": str(paths.output / "intermediate"),
         "SM_INPUT_DIR": str(paths.base / "input"),
         "SM_INPUT_CONFIG_DIR": str(paths.config),
@@ -289,8 +321,8 @@ def sm_environment(
         "SM_USER_ENTRY_POINT": entry,
         "SM_MODULE_NAME": module,
         "SM_MODULE_DIR": code.fetch_from or code.directory,
-        "SM_FRAMEWORK_PARAMS": _dumps({k: v for k, v in reserved.items() if k.startswith("sagemaker_")}),
-        "SM_LOG_LEVEL": str(reserved.get("sagemaker_container_log_level", 20)),
+        "SM_FRAMEWORK_PARAMS": _dumps({k: v for k, v in reserved.items() if k.startswith(SAGEMAKER_PREFIX)}),
+        "SM_LOG_LEVEL": str(reserved.get(contract.HP_LOG_LEVEL, 20)),
         "SM_DISTRIBUTION_HOSTS": _dumps(list(hosts)),
     }
     for name in channels:
@@ -307,7 +339,7 @@ def sm_environment(
             "channel_input_dirs": {n: str(paths.data / n) for n in channels},
             "hyperparameters": dict(user),
             "model_dir": str(paths.model),
-            "output_data_dir": str(paths.output / "data"),
+            "output_data_dir": str(paths.output_data),
             "num_gpus": devices.gpus,
             "num_cpus": devices.cpus,
             "user_entry_point": entry,

@@ -17,12 +17,14 @@ RUN set -eu; \
     elif command -v yum >/dev/null; then yum install -y git-lfs htop && yum clean all; \
     else echo "smimg: no apt-get, dnf or yum in the base image to install system packages" >&2; exit 1; fi
 
-COPY smimg/installer.py smimg/requirements/ /opt/smimg/
+# accelerate and the requirements, constrained to the base's torch/CUDA stack (/opt/smimg/requirements/install.json).
+COPY smimg/installer.py /opt/smimg/
+COPY smimg/requirements/ /opt/smimg/requirements/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    /opt/smimg/bin/python /opt/smimg/installer.py requirements \
-        -- accelerate -r /opt/smimg/packages.txt
-COPY smimg/smimg_entrypoint-0.1.0-py3-none-any.whl /opt/smimg/dist/
-RUN /opt/smimg/bin/python /opt/smimg/installer.py wheel /opt/smimg/dist/smimg_entrypoint-0.1.0-py3-none-any.whl
+    /opt/smimg/bin/python /opt/smimg/installer.py /opt/smimg/requirements/install.json
+
+COPY smimg/dist/ /opt/smimg/dist/
+RUN /opt/smimg/bin/python /opt/smimg/installer.py /opt/smimg/dist/install.json
 
 ENV GREETING="say \"hi\" for \$5" TOKENIZERS_PARALLELISM="false"
 ENV SMIMG_LAUNCHER=accelerate

@@ -11,15 +11,17 @@ RUN set -eu; mkdir -p /opt/smimg/bin; \
 
 RUN echo system-ready
 
-COPY smimg/installer.py smimg/requirements/ /opt/smimg/
+# accelerate and the requirements, constrained to the base's torch/CUDA stack (/opt/smimg/requirements/install.json).
+COPY smimg/installer.py /opt/smimg/
+COPY smimg/requirements/ /opt/smimg/requirements/
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip-extra-index-url \
-    /opt/smimg/bin/python /opt/smimg/installer.py requirements --allow torchvision --index-url https://mirror.example.com/simple \
-        -- accelerate -r /opt/smimg/requirements-0.txt
+    /opt/smimg/bin/python /opt/smimg/installer.py /opt/smimg/requirements/install.json
 
 RUN python -c "import tqdm"
-COPY smimg/smimg_entrypoint-0.1.0-py3-none-any.whl /opt/smimg/dist/
-RUN /opt/smimg/bin/python /opt/smimg/installer.py wheel /opt/smimg/dist/smimg_entrypoint-0.1.0-py3-none-any.whl
+
+COPY smimg/dist/ /opt/smimg/dist/
+RUN /opt/smimg/bin/python /opt/smimg/installer.py /opt/smimg/dist/install.json
 
 # Code lives outside /opt/ml/code: anything there silently disables the SDK's uploaded sourcedir.tar.gz.
 ENV SMIMG_CODE_DIR=/opt/smimg/code SMIMG_ENTRY_POINT="-m trainer.main" SMIMG_LAUNCHER=python

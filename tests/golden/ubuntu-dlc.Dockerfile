@@ -9,12 +9,14 @@ RUN set -eu; mkdir -p /opt/smimg/bin; \
     if [ -z "$py" ]; then echo "smimg: the base image has no python3 or python on PATH" >&2; exit 1; fi; \
     printf '#!/bin/sh\nexec %s "$@"\n' "$py" > /opt/smimg/bin/python; chmod 755 /opt/smimg/bin/python
 
-COPY smimg/installer.py smimg/requirements/ /opt/smimg/
+# accelerate and the requirements, constrained to the base's torch/CUDA stack (/opt/smimg/requirements/install.json).
+COPY smimg/installer.py /opt/smimg/
+COPY smimg/requirements/ /opt/smimg/requirements/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    /opt/smimg/bin/python /opt/smimg/installer.py requirements \
-        -- accelerate==1.10.1 -r /opt/smimg/requirements-0.txt
-COPY smimg/smimg_entrypoint-0.1.0-py3-none-any.whl /opt/smimg/dist/
-RUN /opt/smimg/bin/python /opt/smimg/installer.py wheel /opt/smimg/dist/smimg_entrypoint-0.1.0-py3-none-any.whl
+    /opt/smimg/bin/python /opt/smimg/installer.py /opt/smimg/requirements/install.json
+
+COPY smimg/dist/ /opt/smimg/dist/
+RUN /opt/smimg/bin/python /opt/smimg/installer.py /opt/smimg/dist/install.json
 
 # Code lives outside /opt/ml/code: anything there silently disables the SDK's uploaded sourcedir.tar.gz.
 ENV SMIMG_CODE_DIR=/opt/smimg/code SMIMG_ENTRY_POINT="train.py" SMIMG_LAUNCHER=torchrun

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from smimg import build, docker, images
+from smimg import build, images
+from smimg.adapters.docker_engine import default_engine
 from smimg.errors import BuildError
 from smimg.spec import load_spec
 
@@ -122,7 +123,9 @@ def test_code_only_edit_rebuilds_only_the_code_layer(first_build: build.BuildRes
     # FROM is resolved on every build (DONE, never CACHED); every other step before the code must be a cache hit.
     rebuilt = [steps[n] for n in steps if state.get(n) != "CACHED" and not steps[n].startswith("FROM ")]
     assert rebuilt == ["COPY code/ /opt/smimg/code/"], rebuilt
-    output = docker.client().containers.run(edited.tags[0], entrypoint=["cat", "/opt/smimg/code/train.py"], remove=True)
+    output = default_engine().sdk.containers.run(
+        edited.tags[0], entrypoint=["cat", "/opt/smimg/code/train.py"], remove=True
+    )
     assert token.encode() in output
 
 

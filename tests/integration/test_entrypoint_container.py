@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from smimg import build, docker, images
+from smimg import build, images
+from smimg.adapters.docker_engine import default_engine
 from smimg.spec import load_spec
 from tests.integration.test_entrypoint_processes import SCRIPT, node_tree
 
@@ -29,7 +30,7 @@ def test_check_passes_with_the_entrypoint(image: str) -> None:
     report = images.check_image(image)
     assert report.ok, report.as_dict()
     assert {c.name: c.detail for c in report.checks}["entrypoint"] == "smimg-entrypoint 0.1.0"
-    config = docker.image_attrs(image)["Config"]  # type: ignore[index]
+    config = default_engine().sdk.images.get(image).attrs["Config"]
     assert config["Entrypoint"] == ["/opt/smimg/bin/smimg-train"]
     assert config["Cmd"] == ["train"]
 
@@ -38,7 +39,7 @@ def test_docker_run_train_with_mounted_opt_ml(image: str, tmp_path: Path) -> Non
     base = node_tree(
         tmp_path, "algo-1", ["algo-1"], {"note": json.dumps("in a container"), "smimg_nproc_per_node": "2"}
     )
-    container = docker.client().containers.run(
+    container = default_engine().sdk.containers.run(
         image,
         "train",
         hostname="algo-1",
@@ -57,5 +58,5 @@ def test_docker_run_train_with_mounted_opt_ml(image: str, tmp_path: Path) -> Non
 
 
 def test_other_commands_pass_through(image: str) -> None:
-    output = docker.client().containers.run(image, ["python", "-c", "print('passthrough')"], remove=True)
+    output = default_engine().sdk.containers.run(image, ["python", "-c", "print('passthrough')"], remove=True)
     assert output.decode().strip() == "passthrough"

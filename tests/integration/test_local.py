@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smimg import build, docker, local
+from smimg import build, local
+from smimg.adapters.docker_engine import default_engine
+from smimg.local import channels, job
 from smimg.spec import load_spec
 from tests.conftest import SMIMG, smimg_cli
 
@@ -32,7 +34,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def leftovers(project: str) -> list[str]:
-    client = docker.client()
+    client = default_engine().sdk
     containers = [c.name for c in client.containers.list(all=True) if c.name.startswith(project)]
     return containers + [n.name for n in client.networks.list(names=[project])]
 
@@ -64,7 +66,7 @@ def test_two_hosts_all_reduce_read_a_channel_and_ship_the_model(
 def test_a_failing_rank_fails_the_command_with_its_reason_and_leaves_nothing(
     image: str, data: Path, tmp_path: Path
 ) -> None:
-    name = local.job_name("smimg-test-fail")
+    name = job.job_name("smimg-test-fail")
     cli = smimg_cli(
         "local",
         "run",
@@ -139,7 +141,7 @@ def sdk_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def sdk_leftovers(image: str) -> list[str]:
-    client = docker.client()
+    client = default_engine().sdk
     found = client.containers.list(all=True, filters={"ancestor": image})
     for container in found:  # the SDK never runs `compose down`
         container.remove(force=True)
@@ -216,11 +218,11 @@ def test_s3_channel_is_downloaded_once_into_the_cache(aws_env: object, tmp_path:
     s3.create_bucket(Bucket="smimg-data")
     s3.put_object(Bucket="smimg-data", Key="sets/train/data.txt", Body=b"from s3\n")
     s3.put_object(Bucket="smimg-data", Key="sets/train/sub/more.txt", Body=b"more\n")
-    folder = local.resolve_channel("train", "s3://smimg-data/sets/train", tmp_path)
+    folder = channels.resolve_channel("train", "s3://smimg-data/sets/train", tmp_path)
     assert (folder / "data.txt").read_text() == "from s3\n"
     assert (folder / "sub" / "more.txt").read_text() == "more\n"
     s3.delete_object(Bucket="smimg-data", Key="sets/train/data.txt")
-    assert local.resolve_channel("train", "s3://smimg-data/sets/train", tmp_path) == folder  # cached, no S3 call
+    assert channels.resolve_channel("train", "s3://smimg-data/sets/train", tmp_path) == folder  # cached, no S3 call
 
 
 def test_ctrl_c_removes_containers_and_network(image: str, tmp_path: Path) -> None:
@@ -229,7 +231,7 @@ def test_ctrl_c_removes_containers_and_network(image: str, tmp_path: Path) -> No
 
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "slow.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(120)\n")
-    name = local.job_name("smimg-test-ctrl-c")
+    name = job.job_name("smimg-test-ctrl-c")
     proc = subprocess.Popen(
         [
             *SMIMG,

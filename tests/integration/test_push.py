@@ -8,29 +8,32 @@ from pathlib import Path
 
 import pytest
 
-from smimg import build, docker, ecr, push, registry
+from smimg import build, ship
+from smimg.adapters import aws, registry
+from smimg.adapters.docker_engine import default_engine
+from smimg.engine import Image
 from smimg.errors import AwsError
-from smimg.render import CONTENT_HASH_LABEL
+from smimg.refs import ecr_registry
+from smimg.ship import repository
 from smimg.spec import PushSpec, load_spec
+from smimg_entrypoint.contract import LABEL_CONTENT_HASH as CONTENT_HASH_LABEL
 from tests.conftest import Moto, Registry, smimg_cli
 
 FAKE_ID = "sha256:" + "ab" * 32
 
 
-def ecr_target(name: str) -> push.PushTarget:
-    return push.PushTarget(
-        registry=ecr.registry_host("123456789012", "us-east-1"),
+def ecr_target(name: str) -> ship.PushTarget:
+    return ship.PushTarget(
+        registry=ecr_registry("123456789012", "us-east-1"),
         repository=name,
-        region="us-east-1",
-        account="123456789012",
     )
 
 
 @pytest.mark.aws
 def test_repository_created_with_governance_then_left_unchanged(aws_env: Moto) -> None:
-    client = ecr.client("ecr", "us-east-1")
-    settings = push.repository_settings("team/trainer", PushSpec(mutable_tags=("latest",)))
-    first = ecr.ensure_repository(client, settings)
+    client = aws.client("ecr", "us-east-1")
+    settings = ship.plan.repository_settings("team/trainer", PushSpec(mutable_tags=("latest",)))
+    first = repository.ensure_repository(client, settings)
     assert first.created
     repo = client.describe_repositories(repositoryNames=["team/trainer"])["repositories"][0]
     assert repo["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
@@ -42,23 +45,23 @@ def test_repository_created_with_governance_then_left_unchanged(aws_env: Moto) -
     assert policy["rules"][0]["selection"]["countNumber"] == 7
     assert policy["rules"][1]["selection"]["countNumber"] == 50
 
-    second = ecr.ensure_repository(client, settings)
+    second = repository.ensure_repository(client, settings)
     assert (second.created, second.changed, second.differs) == (False, (), ())
 
 
 @pytest.mark.aws
 def test_existing_repository_left_alone_unless_update(aws_env: Moto) -> None:
-    client = ecr.client("ecr", "us-east-1")
+    client = aws.client("ecr", "us-east-1")
     client.create_repository(repositoryName="legacy", imageTagMutability="MUTABLE")
-    settings = push.repository_settings("legacy", PushSpec(lifecycle={"enabled": False}))  # type: ignore[arg-type]
-    report = ecr.ensure_repository(client, settings)
+    settings = ship.plan.repository_settings("legacy", PushSpec(lifecycle={"enabled": False}))  # type: ignore[arg-type]
+    report = repository.ensure_repository(client, settings)
     assert report.changed == ()
     assert any(d.startswith("tag mutability MUTABLE") for d in report.differs), report.differs
     assert any(d.startswith("scan on push False") for d in report.differs), report.differs
     assert client.describe_repositories(repositoryNames=["legacy"])["repositories"][0]["imageTagMutability"] == (
         "MUTABLE"
     )
-    updated = ecr.ensure_repository(client, settings, update=True)
+    updated = repository.ensure_repository(client, settings, update=True)
     assert len(updated.changed) == 2, updated
     repo = client.describe_repositories(repositoryNames=["legacy"])["repositories"][0]
     assert (repo["imageTagMutability"], repo["imageScanningConfiguration"]["scanOnPush"]) == ("IMMUTABLE", True)
@@ -75,13 +78,15 @@ def _lifecycle_error(client: object, name: str) -> str:
 
 @pytest.mark.aws
 def test_content_tag_already_in_ecr_skips_upload_and_prints_pinned_uri(aws_env: Moto) -> None:
-    target = push.resolve_target(None, "smimg-test/skip:abc", region="us-east-1", repository="skip")
+    target = ship.resolve_target(None, "smimg-test/skip:abc", region="us-east-1", repository="skip")
     assert target == ecr_target("skip")
     labels = {CONTENT_HASH_LABEL: "c0ffee" * 8}
     attrs = {"Id": FAKE_ID, "Os": "linux", "Architecture": "amd64", "Config": {"Labels": labels}}
-    plan = push.plan_push(source="smimg-test/skip:abc", attrs=attrs, target=target, push_spec=PushSpec())
-    client = ecr.client("ecr", "us-east-1")
-    ecr.ensure_repository(client, push.repository_settings("skip", PushSpec()))
+    plan = ship.plan_push(
+        source="smimg-test/skip:abc", image=Image.from_inspect(attrs), target=target, push_spec=PushSpec()
+    )
+    client = aws.client("ecr", "us-east-1")
+    repository.ensure_repository(client, ship.plan.repository_settings("skip", PushSpec()))
     manifest = {
         "schemaVersion": 2,
         "mediaType": registry.DOCKER_MANIFEST,
@@ -97,7 +102,7 @@ def test_content_tag_already_in_ecr_skips_upload_and_prints_pinned_uri(aws_env: 
     digest = client.describe_images(repositoryName="skip")["imageDetails"][0]["imageDigest"]
 
     # No Docker call is made: the registry already holds the content tag, so nothing is tagged or uploaded.
-    result = push.push(plan)
+    result = ship.push(plan)
 
     assert result.skipped and (result.layers_pushed, result.bytes_pushed) == (0, 0)
     assert result.uri == f"123456789012.dkr.ecr.us-east-1.amazonaws.com/skip@{digest}"
@@ -114,7 +119,7 @@ def test_missing_credentials_name_the_fix(aws_env: Moto, monkeypatch: pytest.Mon
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(AwsError) as caught:
-        push.resolve_target(None, "smimg-test/x:1", region="us-east-1")
+        ship.resolve_target(None, "smimg-test/x:1", region="us-east-1")
     assert caught.value.message.startswith("no AWS credentials to find your AWS account")
     assert "aws configure" in caught.value.hint
 
@@ -131,16 +136,16 @@ def project(tmp_path_factory: pytest.TempPathFactory, standin_image: str) -> Pat
 
 
 @pytest.fixture(scope="module")
-def first(project: Path, registry: Registry) -> tuple[build.BuildResult, push.PushResult]:
+def first(project: Path, registry: Registry) -> tuple[build.BuildResult, ship.PushResult]:
     loaded = load_spec(project)
     built = build.build(loaded)
-    plan = push.prepare_push(built.tags[0], loaded.spec, registry_flag=f"{registry.host}/team")
-    return built, push.push(plan, username=registry.username, password=registry.password)
+    plan = ship.prepare_push(built.tags[0], loaded.spec, registry_flag=f"{registry.host}/team")
+    return built, ship.push(plan, username=registry.username, password=registry.password)
 
 
 @pytest.mark.registry
 def test_first_push_is_a_docker_v2_manifest_of_the_local_image(
-    first: tuple[build.BuildResult, push.PushResult],
+    first: tuple[build.BuildResult, ship.PushResult],
 ) -> None:
     _, result = first
     assert not result.skipped
@@ -151,22 +156,22 @@ def test_first_push_is_a_docker_v2_manifest_of_the_local_image(
 
 @pytest.mark.registry
 def test_code_only_rebuild_uploads_one_layer(
-    first: tuple[build.BuildResult, push.PushResult], project: Path, registry: Registry, tmp_path: Path
+    first: tuple[build.BuildResult, ship.PushResult], project: Path, registry: Registry, tmp_path: Path
 ) -> None:
     edited = tmp_path / "edited"
     subprocess.run(["cp", "-r", str(project), str(edited)], check=True)
     (edited / "src" / "train.py").write_text("print('v2')\n")
     loaded = load_spec(edited)
     built = build.build(loaded)
-    plan = push.prepare_push(built.tags[0], loaded.spec, registry_flag=f"{registry.host}/team")
-    result = push.push(plan, username=registry.username, password=registry.password)
+    plan = ship.prepare_push(built.tags[0], loaded.spec, registry_flag=f"{registry.host}/team")
+    result = ship.push(plan, username=registry.username, password=registry.password)
     assert (result.layers_pushed, result.layers_existing) == (1, first[1].layers_pushed + first[1].layers_existing - 1)
     assert result.bytes_pushed < 10_000, result
 
 
 @pytest.mark.registry
 def test_cli_skips_what_is_there_then_pull_by_digest_gives_the_same_image(
-    first: tuple[build.BuildResult, push.PushResult], registry: Registry
+    first: tuple[build.BuildResult, ship.PushResult], registry: Registry
 ) -> None:
     built, pushed = first
     cli = smimg_cli(
@@ -184,16 +189,16 @@ def test_cli_skips_what_is_there_then_pull_by_digest_gives_the_same_image(
     data = json.loads(cli.stdout)
     assert (data["skipped"], data["uri"]) == (True, pushed.uri), cli.stderr
 
-    docker.client().images.remove(built.image_id, force=True)
-    assert docker.image_attrs(built.image_id) is None
+    default_engine().sdk.images.remove(built.image_id, force=True)
+    assert default_engine().image(built.image_id) is None
     auth = {"username": "smimg", "password": str(registry.password), "serveraddress": registry.host}
-    docker.pull(pushed.uri, auth)
-    assert docker.image_attrs(pushed.uri)["Id"] == built.image_id  # type: ignore[index]
+    default_engine().pull(pushed.uri, auth, "linux/amd64")
+    assert default_engine().image(pushed.uri).id == built.image_id  # type: ignore[union-attr]
 
 
 @pytest.mark.registry
 def test_wrong_password_fails_with_the_auth_message(registry: Registry, standin_image: str) -> None:
-    docker.tag(standin_image, "smimg-test/auth:probe")
+    default_engine().tag(standin_image, "smimg-test/auth:probe")
     cli = smimg_cli(
         "push",
         "smimg-test/auth:probe",

@@ -8,18 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from smimg import docker
+from smimg.adapters.docker_engine import default_engine
+from smimg.adapters.runner import Runner
 from tests.conftest import Moto, Registry
 
 
 @pytest.mark.docker
 def test_build_from_standin_and_import_torch(standin_image: str, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(f"FROM {standin_image}\nRUN echo built-on-standin > /marker\n")
-    builder = docker.find_builder()
+    builder = default_engine().builder()
     assert builder.supports_secrets, "the rig must provide a BuildKit-capable client"
     tag = "smimg-test/rig:latest"
-    docker.stream([*builder.build_argv(), "--tag", tag, str(tmp_path)], env=builder.env())
-    output = docker.client().containers.run(
+    Runner().stream([*builder.build_argv(), "--tag", tag, str(tmp_path)], env=builder.env())
+    output = default_engine().sdk.containers.run(
         tag,
         entrypoint=[
             "python",
@@ -34,7 +35,7 @@ def test_build_from_standin_and_import_torch(standin_image: str, tmp_path: Path)
 
 @pytest.mark.docker
 def test_standin_keeps_the_dlc_shape(standin_image: str) -> None:
-    config = docker.image_attrs(standin_image)["Config"]  # type: ignore[index]
+    config = default_engine().sdk.images.get(standin_image).attrs["Config"]
     assert config["Entrypoint"] == ["bash", "-m", "start_with_right_hostname.sh"]
     assert config["Cmd"] == ["/bin/bash"]
     assert "SAGEMAKER_TRAINING_MODULE=sagemaker_pytorch_container.training:main" in config["Env"]

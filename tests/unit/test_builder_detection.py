@@ -1,4 +1,4 @@
-"""find_builder() against real executables named docker on a temporary PATH."""
+"""Builder detection against real executables named docker on a temporary PATH."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from smimg import docker
-from smimg.docker import Builder, BuilderKind
+from smimg.adapters.docker_engine import find_builder as detect
+from smimg.adapters.runner import Runner
+from smimg.engine import Builder, BuilderKind
 from smimg.errors import DockerUnavailable
 
 
@@ -24,16 +25,15 @@ def _fake_docker(folder: Path, *, buildx: bool, version: str) -> str:
     return str(script)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> None:
-    docker.find_builder.cache_clear()
+def find_builder() -> Builder:
+    return detect(Runner())
 
 
 def test_prefers_buildx_anywhere_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = _fake_docker(tmp_path / "a", buildx=False, version="28.2.2")
     second = _fake_docker(tmp_path / "b", buildx=True, version="27.0.0")
     monkeypatch.setenv("PATH", f"{Path(first).parent}:{Path(second).parent}")
-    builder = docker.find_builder()
+    builder = find_builder()
     assert builder == Builder(BuilderKind.BUILDX, second)
     assert builder.build_argv() == [second, "buildx", "build", "--load", "--provenance=false", "--sbom=false"]
 
@@ -42,7 +42,7 @@ def test_old_client_has_builtin_buildkit(tmp_path: Path, monkeypatch: pytest.Mon
     new = _fake_docker(tmp_path / "new", buildx=False, version="28.2.2")
     old = _fake_docker(tmp_path / "old", buildx=False, version="20.10.24+dfsg1")
     monkeypatch.setenv("PATH", f"{Path(new).parent}:{Path(old).parent}")
-    builder = docker.find_builder()
+    builder = find_builder()
     assert builder == Builder(BuilderKind.BUILTIN_BUILDKIT, old)
     assert builder.env()["DOCKER_BUILDKIT"] == "1"
     assert builder.supports_secrets
@@ -53,7 +53,7 @@ def test_legacy_fallback_warns(
 ) -> None:
     new = _fake_docker(tmp_path / "new", buildx=False, version="28.2.2")
     monkeypatch.setenv("PATH", str(Path(new).parent))
-    builder = docker.find_builder()
+    builder = find_builder()
     assert builder.kind is BuilderKind.LEGACY
     assert not builder.supports_secrets
     assert "legacy builder" in caplog.text
@@ -62,4 +62,4 @@ def test_legacy_fallback_warns(
 def test_no_docker_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DockerUnavailable, match="no `docker` command"):
-        docker.find_builder()
+        find_builder()

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from smimg_entrypoint.cluster import Paths, parse_cluster
-from smimg_entrypoint.hyperparameters import decode, split, to_args
-from smimg_entrypoint.plan import Code, Devices, PlanError, choose_code, plan_launch
+from smimg_entrypoint.cluster import Cluster, Paths, parse_cluster
+from smimg_entrypoint.hyperparameters import decode, parse, split, to_args
+from smimg_entrypoint.plan import Code, Devices, LaunchPlan, choose_code, plan_launch
+from smimg_entrypoint.settings import PlanError, Settings
 
 PATHS = Paths(Path("/opt/ml"))
 CODE = Code("/opt/smimg/code", "train.py")
+LOG_DIR = "/tmp/smimg-logs-test"
 
 
 def cluster(current: str, hosts: list[str], hps: dict[str, str] | None = None, **extra: object):  # type: ignore[no-untyped-def]
@@ -18,10 +21,23 @@ def cluster(current: str, hosts: list[str], hps: dict[str, str] | None = None, *
     return parse_cluster(resource, hps or {}, {"train": {"TrainingInputMode": "File"}})
 
 
+def plan_job(
+    job: Cluster, environ: Mapping[str, str], devices: Devices, code: Code, paths: Paths | None = None
+) -> LaunchPlan:
+    """Plan as the entrypoint does: hyperparameters decoded once, settings loaded once."""
+    hyperparameters = parse(job.hyperparameters)
+    settings = Settings.load(hyperparameters.reserved, environ)
+    return plan_launch(job, hyperparameters, settings, environ, devices, code, LOG_DIR, paths)
+
+
+def choose(reserved: Mapping[str, object], environ: Mapping[str, str], paths: Paths, code_dir_has_files: bool) -> Code:
+    return choose_code(reserved, Settings.load(reserved, environ), environ, paths, code_dir_has_files)
+
+
 def test_one_cpu_node_missing_optional_fields() -> None:
-    plan = plan_launch(cluster("algo-1", ["algo-1"]), {}, Devices(cpus=2), CODE, PATHS)
+    plan = plan_job(cluster("algo-1", ["algo-1"]), {}, Devices(cpus=2), CODE, PATHS)
     assert plan.argv == (
-        "torchrun", "--nnodes", "1", "--nproc_per_node", "1", "--node_rank", "0",
+        "torchrun", "--log-dir", LOG_DIR, "--tee", "3", "--nnodes", "1", "--nproc_per_node", "1", "--node_rank", "0",
         "--master_addr", "algo-1", "--master_port", "7777", "train.py",
     )  # fmt: skip
     assert plan.cwd == "/opt/smimg/code"
@@ -38,9 +54,9 @@ def test_one_cpu_node_missing_optional_fields() -> None:
 
 def test_two_nodes_of_eight_gpus() -> None:
     devices = Devices(gpus=8, cpus=96, interfaces=("eth0", "lo"))
-    plan = plan_launch(cluster("algo-2", ["algo-2", "algo-1"]), {}, devices, CODE, PATHS)
-    assert plan.argv[:11] == (
-        "torchrun", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
+    plan = plan_job(cluster("algo-2", ["algo-2", "algo-1"]), {}, devices, CODE, PATHS)
+    assert plan.argv[:15] == (
+        "torchrun", "--log-dir", LOG_DIR, "--tee", "3", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
         "--master_addr", "algo-1", "--master_port", "7777",
     )  # fmt: skip
     assert plan.env["NCCL_SOCKET_IFNAME"] == "eth0"
@@ -48,7 +64,7 @@ def test_two_nodes_of_eight_gpus() -> None:
     # A variable the user set is never overwritten.
     assert (
         "NCCL_SOCKET_IFNAME"
-        not in plan_launch(
+        not in plan_job(
             cluster("algo-2", ["algo-1", "algo-2"]), {"NCCL_SOCKET_IFNAME": "ens5"}, devices, CODE, PATHS
         ).env
     )
@@ -56,7 +72,7 @@ def test_two_nodes_of_eight_gpus() -> None:
 
 def test_twelve_hosts_sort_lexicographically_and_agree_on_ranks() -> None:
     hosts = [f"algo-{i}" for i in range(1, 13)]
-    ranks = {h: plan_launch(cluster(h, list(reversed(hosts))), {}, Devices(), CODE, PATHS).node_rank for h in hosts}
+    ranks = {h: plan_job(cluster(h, list(reversed(hosts))), {}, Devices(), CODE, PATHS).node_rank for h in hosts}
     order = sorted(hosts)
     assert order[:4] == ["algo-1", "algo-10", "algo-11", "algo-12"]
     assert ranks == {h: order.index(h) for h in hosts}
@@ -69,13 +85,13 @@ def test_heterogeneous_groups_pick_the_distribution_group() -> None:
         {"instance_group_name": "gpu", "instance_type": "ml.p4d.24xlarge", "hosts": ["algo-3", "algo-2"]},
     ]
     hps = {"sagemaker_distribution_instance_groups": json.dumps(["gpu"])}
-    gpu = plan_launch(
+    gpu = plan_job(
         cluster("algo-3", ["algo-1", "algo-2", "algo-3"], hps, instance_groups=groups, current_group_name="gpu"),
         {}, Devices(gpus=8), CODE, PATHS,
     )  # fmt: skip
     assert gpu.hosts == ("algo-2", "algo-3")
     assert (gpu.master_host, gpu.node_rank, gpu.launcher) == ("algo-2", 1, "torchrun")
-    cpu = plan_launch(
+    cpu = plan_job(
         cluster("algo-1", ["algo-1", "algo-2", "algo-3"], hps, instance_groups=groups, current_group_name="cpu"),
         {}, Devices(), CODE, PATHS,
     )  # fmt: skip
@@ -109,7 +125,7 @@ def test_hyperparameters_arrive_verbatim_without_a_shell() -> None:
 
 def test_bool_style_and_launcher_are_chosen_per_job() -> None:
     hps = {"fp16": "true", "smimg_bool_style": '"flag"', "smimg_launcher": '"accelerate"', "smimg_nproc_per_node": "2"}
-    plan = plan_launch(cluster("algo-1", ["algo-1", "algo-2"], hps), {}, Devices(), CODE, PATHS)
+    plan = plan_job(cluster("algo-1", ["algo-1", "algo-2"], hps), {}, Devices(), CODE, PATHS)
     assert plan.argv == (
         "accelerate", "launch", "--num_machines", "2", "--num_processes", "4", "--machine_rank", "0",
         "--main_process_ip", "algo-1", "--main_process_port", "7777", "--cpu", "train.py", "--fp16",
@@ -118,26 +134,45 @@ def test_bool_style_and_launcher_are_chosen_per_job() -> None:
 
 def test_sdk_torch_distributed_and_unsupported_modes() -> None:
     sdk = {"sagemaker_torch_distributed_enabled": "true"}
-    assert plan_launch(cluster("algo-1", ["algo-1"], sdk), {"SMIMG_LAUNCHER": "python"}, Devices(), CODE).launcher == (
+    assert plan_job(cluster("algo-1", ["algo-1"], sdk), {"SMIMG_LAUNCHER": "python"}, Devices(), CODE).launcher == (
         "torchrun"
     )
     with pytest.raises(PlanError, match="MPI"):
-        plan_launch(cluster("algo-1", ["algo-1"], {"sagemaker_mpi_enabled": "true"}), {}, Devices(), CODE)
+        plan_job(cluster("algo-1", ["algo-1"], {"sagemaker_mpi_enabled": "true"}), {}, Devices(), CODE)
 
 
 def test_efa_variables_only_with_efa_devices() -> None:
-    with_efa = plan_launch(cluster("algo-1", ["algo-1"]), {"FI_PROVIDER": "tcp"}, Devices(efa=True), CODE)
+    with_efa = plan_job(cluster("algo-1", ["algo-1"]), {"FI_PROVIDER": "tcp"}, Devices(efa=True), CODE)
     assert with_efa.env["FI_EFA_USE_DEVICE_RDMA"] == "1"
     assert "FI_PROVIDER" not in with_efa.env
-    assert "FI_EFA_USE_DEVICE_RDMA" not in plan_launch(cluster("algo-1", ["algo-1"]), {}, Devices(), CODE).env
+    assert "FI_EFA_USE_DEVICE_RDMA" not in plan_job(cluster("algo-1", ["algo-1"]), {}, Devices(), CODE).env
 
 
 def test_code_comes_from_script_mode_opt_ml_code_or_the_image() -> None:
     env = {"SMIMG_CODE_DIR": "/opt/smimg/code", "SMIMG_ENTRY_POINT": "train.py"}
-    assert choose_code({}, env, PATHS, False) == Code("/opt/smimg/code", "train.py")
+    assert choose({}, env, PATHS, False) == Code("/opt/smimg/code", "train.py")
     s3 = {"sagemaker_program": "t.py", "sagemaker_submit_directory": "s3://b/k/sourcedir.tar.gz"}
-    assert choose_code(s3, env, PATHS, False) == Code("/opt/ml/code", "t.py", "s3://b/k/sourcedir.tar.gz")
+    assert choose(s3, env, PATHS, False) == Code("/opt/ml/code", "t.py", "s3://b/k/sourcedir.tar.gz")
     # Code already in /opt/ml/code (SDK local mode mounts it there) wins over a download.
-    assert choose_code(s3, env, PATHS, True) == Code("/opt/ml/code", "t.py")
+    assert choose(s3, env, PATHS, True) == Code("/opt/ml/code", "t.py")
     with pytest.raises(PlanError, match="no training code"):
-        choose_code({}, {}, PATHS, False)
+        choose({}, {}, PATHS, False)
+
+
+def test_paths_follow_the_contract() -> None:
+    paths = Paths(Path("/ml"))
+    assert {
+        name: str(getattr(paths, name))
+        for name in ("config", "data", "model", "output", "output_data", "failure", "success", "checkpoints", "code")
+    } == {
+        "config": "/ml/input/config",
+        "data": "/ml/input/data",
+        "model": "/ml/model",
+        "output": "/ml/output",
+        "output_data": "/ml/output/data",
+        "failure": "/ml/output/failure",
+        "success": "/ml/output/success",
+        "checkpoints": "/ml/checkpoints",
+        "code": "/ml/code",
+    }
+    assert paths.resource_config == Path("/ml/input/config/resourceconfig.json")

@@ -9,6 +9,7 @@ import pytest
 
 from smimg import local
 from smimg.errors import LocalError
+from smimg.local import job as local_job
 
 RUN = Path("/runs/job-1")
 
@@ -91,7 +92,7 @@ def test_bad_inputs_are_named() -> None:
     with pytest.raises(LocalError, match="channel name 'tr ain' is not valid"):
         local.plan_job(local.LocalJob(image="i", channels=(("tr ain", Path("/d")),)), RUN)
     with pytest.raises(LocalError, match="--hp 'epochs' is not KEY=VALUE"):
-        local.parse_pairs(["epochs"], "--hp")
+        local_job.parse_pairs(["epochs"], "--hp")
 
 
 def test_hyperparameter_values_and_file(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from smimg.bases import resolve_base
-from smimg.docker import Builder, BuilderKind
+from smimg.build.bases import resolve_base
+from smimg.build.plan import BuildPlan, Secret, plan_build
+from smimg.engine import Builder, BuilderKind
 from smimg.errors import BuildError
-from smimg.render import BuildPlan, Secret, plan_build
 from smimg.spec import load_spec
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "specs"
@@ -51,8 +51,10 @@ def test_custom_base_plan_whole() -> None:
     assert [f.dest for f in built.files] == [
         "Dockerfile",
         "smimg/installer.py",
-        "smimg/smimg_entrypoint-0.1.0-py3-none-any.whl",
+        "smimg/requirements/install.json",
         "smimg/requirements/requirements-0.txt",
+        "smimg/dist/smimg_entrypoint-0.1.0-py3-none-any.whl",
+        "smimg/dist/install.json",
         "code/trainer/__init__.py",
         "code/trainer/main.py",
     ]

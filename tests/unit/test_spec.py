@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from smimg.bases import resolve_base
+from smimg.build.bases import resolve_base
 from smimg.errors import SpecError
+from smimg.refs import ImageRef
 from smimg.spec import load_spec
 
 
@@ -104,7 +105,7 @@ def test_framework_versions_resolve_through_the_sdk_tables(tmp_path: Path) -> No
         "763104351884.dkr.ecr.us-west-2.amazonaws.com/huggingface-pytorch-training:"
         "2.8.0-transformers4.56.2-gpu-py312-cu129-ubuntu22.04"
     )
-    assert (base.ecr_account, base.ecr_region) == ("763104351884", "us-west-2")
+    assert ImageRef.parse(base.ref).ecr == ("763104351884", "us-west-2")
 
 
 def test_unknown_framework_version_lists_the_valid_ones(tmp_path: Path) -> None:

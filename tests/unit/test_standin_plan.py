@@ -3,7 +3,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from smimg import standin
+from smimg.build import standin
 from smimg.resources import images_dir
 
 

@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from smimg import docker
-from smimg.errors import ImageNotFound
-from smimg.render import CONTENT_HASH_LABEL, PACKAGES_PATH, SPEC_LABEL, VERSION_LABEL
+from smimg.adapters.docker_engine import default_engine
+from smimg.engine import Engine, Image
+from smimg.errors import CommandError, ImageNotFound
+from smimg_entrypoint import contract
 
 
 @dataclass(frozen=True)
@@ -33,40 +34,44 @@ class ImageInfo:
 
 
 def require(
-    ref: str, purpose: str = "", hint: str = "build it with `smimg build`, or check `docker images`"
-) -> dict[str, Any]:
-    """The engine's inspect data of a local image.
+    ref: str,
+    purpose: str = "",
+    hint: str = "build it with `smimg build`, or check `docker images`",
+    engine: Engine | None = None,
+) -> Image:
+    """A local image.
 
     Raises:
         ImageNotFound: no such local image; the message says what it was for, the hint what to do.
     """
-    attrs = docker.image_attrs(ref)
-    if attrs is None:
+    image = (engine or default_engine()).image(ref)
+    if image is None:
         raise ImageNotFound(f"no local image {ref!r}" + (f" {purpose}" if purpose else ""), hint)
-    return attrs
+    return image
 
 
-def inspect_image(ref: str) -> ImageInfo:
+def inspect_image(ref: str, engine: Engine | None = None) -> ImageInfo:
     """Read an image's labels and its installed-package list.
 
     Raises:
         ImageNotFound: no such local image.
     """
-    attrs = require(ref)
-    labels: dict[str, str] = dict(attrs["Config"].get("Labels") or {})
-    ours = VERSION_LABEL in labels
-    packages = docker.read_image_file(ref, PACKAGES_PATH) if ours else None
+    engine = engine or default_engine()
+    image = require(ref, engine=engine)
+    labels = dict(image.labels)
+    ours = contract.LABEL_VERSION in labels
+    packages = engine.read_file(ref, contract.PACKAGES_FILE) if ours else None
     return ImageInfo(
         ref=ref,
-        image_id=str(attrs["Id"]),
-        tags=tuple(attrs.get("RepoTags") or ()),
-        size=int(attrs.get("Size", 0)),
+        image_id=image.id,
+        tags=image.tags,
+        size=image.size,
         built_by_smimg=ours,
-        smimg_version=labels.get(VERSION_LABEL),
-        content_hash=labels.get(CONTENT_HASH_LABEL),
-        base=labels.get("org.opencontainers.image.base.name"),
-        base_digest=labels.get("org.opencontainers.image.base.digest") or None,
-        spec=json.loads(labels[SPEC_LABEL]) if SPEC_LABEL in labels else None,
+        smimg_version=labels.get(contract.LABEL_VERSION),
+        content_hash=labels.get(contract.LABEL_CONTENT_HASH),
+        base=labels.get(contract.LABEL_OCI_BASE_NAME),
+        base_digest=labels.get(contract.LABEL_OCI_BASE_DIGEST) or None,
+        spec=json.loads(labels[contract.LABEL_SPEC]) if contract.LABEL_SPEC in labels else None,
         labels=labels,
         packages=tuple((packages or "").split()),
     )
@@ -82,9 +87,9 @@ for name in ("torch", "accelerate", "smimg_entrypoint"):
     except Exception as exc:
         result[name] = None
         result[name + "_error"] = f"{type(exc).__name__}: {exc}"
-code = "/opt/ml/code"
+code = sys.argv[1]
 result["opt_ml_code"] = sorted(os.listdir(code))[:10] if os.path.isdir(code) else []
-train = shutil.which("smimg-train")
+train = shutil.which(sys.argv[2])
 result["entrypoint"] = None
 if train:
     proc = subprocess.run([train, "--version"], capture_output=True, text=True)
@@ -114,19 +119,25 @@ class CheckReport:
         return {"ref": self.ref, "ok": self.ok, "checks": [c.__dict__ for c in self.checks]}
 
 
-def check_image(ref: str) -> CheckReport:
+def check_image(ref: str, engine: Engine | None = None) -> CheckReport:
     """Smoke-test an image: torch and accelerate import, the entrypoint answers, /opt/ml/code is empty.
 
     Raises:
         ImageNotFound: no such local image.
     """
-    require(ref)
-    # smimg images have /opt/smimg/bin/python; any other image is probed with its python3.
-    launcher = 'py=/opt/smimg/bin/python; [ -x "$py" ] || py=$(command -v python3); exec "$py" -c "$1"'
-    raw = docker.client().containers.run(ref, entrypoint=["/bin/sh", "-c", launcher, "sh", _PROBE], remove=True)
-    line = next((x for x in raw.decode(errors="replace").splitlines() if x.startswith("SMIMG-CHECK ")), None)
+    engine = engine or default_engine()
+    require(ref, engine=engine)
+    # smimg images have their python shim; any other image is probed with its python3.
+    launcher = f'py={contract.PYTHON}; [ -x "$py" ] || py=$(command -v python3); exec "$py" -c "$@"'
+    code_dir = contract.opt_ml(contract.CODE_DIR)
+    argv = ["/bin/sh", "-c", launcher, "sh", _PROBE, code_dir, contract.TRAIN_SCRIPT]
+    try:
+        raw = engine.run(ref, argv)
+    except CommandError as exc:
+        return CheckReport(ref, (Check("probe", False, exc.output[-500:]),))
+    line = next((x for x in raw.splitlines() if x.startswith("SMIMG-CHECK ")), None)
     if line is None:
-        return CheckReport(ref, (Check("probe", False, raw.decode(errors="replace")[-500:]),))
+        return CheckReport(ref, (Check("probe", False, raw[-500:]),))
     found = json.loads(line[len("SMIMG-CHECK ") :])
     checks = [
         Check(name, found.get(name) is not None, found.get(name) or found.get(f"{name}_error", "missing"))
@@ -136,13 +147,14 @@ def check_image(ref: str) -> CheckReport:
         Check(
             "entrypoint",
             bool(found.get("entrypoint")),
-            found.get("entrypoint") or f"smimg-train did not answer: {found.get('entrypoint_error', 'not on PATH')}",
+            found.get("entrypoint")
+            or f"{contract.TRAIN_SCRIPT} did not answer: {found.get('entrypoint_error', 'not on PATH')}",
         )
     )
     leftovers = found.get("opt_ml_code") or []
     checks.append(
         Check(
-            "/opt/ml/code empty",
+            f"{code_dir} empty",
             not leftovers,
             "empty" if not leftovers else f"holds {', '.join(leftovers)}: SageMaker would skip sourcedir.tar.gz",
         )

@@ -1,4 +1,4 @@
-"""Where smimg's files live: what ships inside the wheel (templates, the entrypoint's source) and the cache."""
+"""Where smimg's files live: what ships inside the wheel (templates, the installer) and the cache."""
 
 from __future__ import annotations
 
@@ -12,17 +12,12 @@ def _packaged(name: str) -> Path:
         if path.is_dir():
             return path
     # An editable install keeps these folders at the repository root, beside toolkit/.
-    return Path(__file__).resolve().parents[2] / {"images": "images", "entrypoint_src": "entrypoints"}[name]
+    return Path(__file__).resolve().parents[2] / name
 
 
 def images_dir() -> Path:
     """The folder of Dockerfile templates."""
     return _packaged("images")
-
-
-def entrypoint_src_dir() -> Path:
-    """The source tree of the smimg-entrypoint distribution that every image installs."""
-    return _packaged("entrypoint_src")
 
 
 def cache_dir() -> Path:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from smimg import refs
 from smimg.errors import Problem, SpecError
 
 if sys.version_info >= (3, 11):
@@ -26,12 +27,6 @@ else:  # pragma: no cover
 SPEC_FILE = "smimg.yaml"
 PYPROJECT = "pyproject.toml"
 
-# Docker's reference grammar, simplified: [registry[:port]/]path[:tag][@digest], lowercase path components.
-_REF = re.compile(
-    r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
-    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
-)
 _REPO_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _REGISTRY = re.compile(r"^[a-zA-Z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _SYSTEM_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_:~=-]*$")
@@ -250,11 +245,6 @@ def _known_fields(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def parse_ref(ref: str) -> re.Match[str] | None:
-    """Match a Docker image reference; None when it is malformed."""
-    return _REF.match(ref)
-
-
 def check(spec: ImageSpec, root: Path) -> list[Problem]:
     """The checks a schema cannot express. Pure apart from reading the files the spec names."""
     problems: list[Problem] = []
@@ -268,7 +258,7 @@ def check(spec: ImageSpec, root: Path) -> list[Problem]:
     if base.image is not None:
         if any(v is not None for v in versions.values()):
             add(Problem("base", "both base.image and framework versions are set", "keep one of them"))
-        if parse_ref(base.image) is None:
+        if not refs.is_valid(base.image):
             add(Problem("base.image", f"{base.image!r} is not a valid image reference", "e.g. repo/name:tag"))
     else:
         missing = [k for k, v in versions.items() if v is None]

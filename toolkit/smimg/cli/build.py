@@ -10,8 +10,7 @@ from typing import Annotated
 import typer
 
 from smimg import build as build_lib
-from smimg import images, render, scaffold
-from smimg import push as push_lib
+from smimg import images, scaffold, ship
 from smimg.cli import console
 from smimg.cli.options import (
     Accelerate,
@@ -26,8 +25,8 @@ from smimg.cli.options import (
     Username,
     load,
 )
-from smimg.cli.progress import BuildView
-from smimg.cli.push import run_push
+from smimg.cli.progress import BuildView, push_with_view
+from smimg_entrypoint import contract
 
 
 class Progress(str, Enum):
@@ -67,7 +66,7 @@ def render_command(
     if out is None:
         console.out.print(plan.dockerfile, markup=False, end="")
         return
-    render.write_context(plan, out)
+    build_lib.write_context(plan, out)
     console.err.print(f"[green]wrote[/] {len(plan.files)} files to {out} (content tag {plan.content_tag})")
 
 
@@ -104,18 +103,7 @@ def build_command(
     if dry_run:
         plan = build_lib.prepare(loaded, extra_tags=tag or (), pull=False)
         if json:
-            console.print_json(
-                {
-                    "tags": list(plan.tags),
-                    "content_hash": plan.content_hash,
-                    "base": plan.base_ref,
-                    "base_digest": plan.base_digest,
-                    "argv": list(plan.argv),
-                    "labels": dict(plan.labels),
-                    "files": [f.dest for f in plan.files],
-                    "dockerfile": plan.dockerfile,
-                }
-            )
+            console.print_json(plan.as_dict())
         else:
             console.out.print(plan.dockerfile, markup=False)
             console.out.print("# " + shlex.join(plan.argv), markup=False)
@@ -124,13 +112,10 @@ def build_command(
     with BuildView(live) as view:
         result = build_lib.build(loaded, extra_tags=tag or (), force=force, on_line=view)
     if push:
-        human = [t for t in tag or () if "/" not in t and ":" not in t]
-        push_plan = push_lib.prepare_push(
-            result.tags[0], loaded.spec, registry_flag=registry, region=region, extra_tags=human
-        )
+        push_plan = ship.prepare_after_build(result, loaded, tags=tag or (), registry_flag=registry, region=region)
         verb = "built" if result.built else "up to date, reused"
         console.err.print(f"[green]{verb}[/] {result.tags[0]} in {result.seconds:.1f}s")
-        run_push(
+        push_with_view(
             push_plan, username=username, password_stdin=password_stdin, update_repository=update_repository, json=json
         )
         return
@@ -152,7 +137,7 @@ def inspect_command(
         console.print_json(info.as_dict())
         return
     if not info.built_by_smimg:
-        console.out.print(f"{image}: not built by smimg (no {render.VERSION_LABEL} label)")
+        console.out.print(f"{image}: not built by smimg (no {contract.LABEL_VERSION} label)")
         return
     console.out.print(f"[bold]{image}[/]  {info.image_id[:19]}  {info.size / 1e9:.2f} GB")
     console.out.print(f"  smimg {info.smimg_version}, content hash {info.content_hash}")

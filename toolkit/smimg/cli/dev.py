@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from smimg import standin
+from smimg.build import standin
 from smimg.cli import console
 
 app = typer.Typer(help="Commands for developing smimg itself (offline test fixtures).", no_args_is_help=True)

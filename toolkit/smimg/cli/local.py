@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from smimg import build as build_lib
 from smimg import local as local_lib
 from smimg.cli import console
-from smimg.cli.options import Json, SpecPath, load
+from smimg.cli.options import Json, SpecPath
 
 app = typer.Typer(
     help="Run an image as a SageMaker job on this machine: N `algo-i` containers with SageMaker's /opt/ml tree.",
@@ -37,14 +38,6 @@ Gpus = Annotated[
 ]
 Env = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable K=V for every host.")]
 JobName = Annotated[str | None, typer.Option("--job-name", help="TRAINING_JOB_NAME and compose project name.")]
-
-
-def _image(image: str | None, spec: Path | None) -> str:
-    if image is not None:
-        return image
-    from smimg import build
-
-    return build.current_tag(load(spec))
 
 
 @app.command("run")
@@ -82,7 +75,7 @@ def run_command(
     Example: `smimg local run -n 2 --input train=./data --hp epochs=1`
     """
     job = local_lib.make_job(
-        _image(image, spec),
+        build_lib.default_image(image, spec),
         instances=instances,
         inputs=inputs or (),
         hyperparameters=hp or (),
@@ -145,7 +138,7 @@ def shell_command(
     Inside, `smimg-train train` runs the entrypoint by hand; /opt/ml is what SageMaker would give host algo-1.
     """
     job = local_lib.make_job(
-        _image(image, spec),
+        build_lib.default_image(image, spec),
         instances=instances,
         inputs=inputs or (),
         hyperparameters=hp or (),

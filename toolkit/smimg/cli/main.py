@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -50,6 +51,10 @@ def root(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # The SageMaker SDK (DLC tables) prints config notices at INFO on import and warns about v2's deprecation:
+    # neither is ours to show. The CLI owns the process, so it sets this, not the library.
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
 
 
 def main() -> None:

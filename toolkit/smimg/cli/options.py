@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from smimg.push import PASSWORD_ENV
+from smimg.ship import PASSWORD_ENV
 from smimg.spec import LoadedSpec, find_spec_file, load_spec
 
 SpecPath = Annotated[

@@ -1,15 +1,18 @@
-"""Rendering BuildKit's plain progress: a live step view on a terminal, the raw lines elsewhere."""
+"""Rendering long work: BuildKit's plain progress as a live step view, push progress per layer, push results."""
 
 from __future__ import annotations
 
 import re
+import sys
 from types import TracebackType
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.status import Status
 
+from smimg import ship
+from smimg.cli import console
 from smimg.cli.console import err
-from smimg.push import LayerEvent
+from smimg.ship import LayerEvent
 
 _STEP = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
 _STATE = re.compile(r"^#(\d+) (DONE [0-9.]+s|CACHED|ERROR.*)$")
@@ -92,3 +95,35 @@ class PushView:
         if done:
             self.progress.update(task, description=f"layer {event.layer} [dim]{event.status.lower()}[/]")
             self.progress.stop_task(task)
+
+
+def push_with_view(
+    plan: ship.PushPlan, *, username: str | None, password_stdin: bool, update_repository: bool, json: bool
+) -> None:
+    """Execute and render a push (shared by `smimg push` and `smimg build --push`)."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    with PushView(console.interactive()) as view:
+        result = ship.push(
+            plan,
+            username=username,
+            password=password,
+            update_repository=update_repository,
+            on_event=view.layer,
+            on_line=view.line,
+        )
+    if json:
+        console.print_json(result.as_dict())
+        return
+    if result.skipped:
+        console.err.print(f"[green]already pushed[/] {result.refs[0]}")
+    else:
+        console.err.print(
+            f"[green]pushed[/] {', '.join(result.refs)}: {result.layers_pushed} layers uploaded "
+            f"({result.bytes_pushed / 1e6:.1f} MB), {result.layers_existing} already there, {result.seconds:.1f}s"
+        )
+    snippets = result.snippets()
+    console.err.print("\n[bold]SageMaker Python SDK v2[/]")
+    console.err.print(snippets["sdk_v2"], markup=False)
+    console.err.print("[bold]SageMaker Python SDK v3[/]")
+    console.err.print(snippets["sdk_v3"], markup=False)
+    console.out.print(result.uri)

@@ -6,45 +6,22 @@ Resolution uses the SageMaker SDK's own image-URI tables (v3 ``sagemaker.core.im
 
 from __future__ import annotations
 
-import logging
-import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from smimg.adapters.aws import configured_region
 from smimg.errors import BaseImageError, Problem, SpecError
 from smimg.spec import BaseSpec
 
-logger = logging.getLogger(__name__)
-
 # Any GPU instance selects the GPU DLC; the HF training tables list GPU images only.
 _GPU_INSTANCE = "ml.g5.2xlarge"
-_ECR_HOST = re.compile(r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 
 
 @dataclass(frozen=True)
 class ResolvedBase:
-    """The base image reference and, when it lives in ECR, the registry's account and region."""
+    """The base image reference (a DLC in ECR, or any image)."""
 
     ref: str
-    ecr_account: str | None = None
-    ecr_region: str | None = None
-
-    @property
-    def registry(self) -> str | None:
-        head = self.ref.split("/", 1)[0]
-        return head if "/" in self.ref and ("." in head or ":" in head) else None
-
-
-def ecr_location(ref: str) -> tuple[str, str] | None:
-    """(account, region) when ``ref`` is in a private ECR registry."""
-    head = ref.split("/", 1)[0]
-    match = _ECR_HOST.match(head)
-    return (match["account"], match["region"]) if match else None
-
-
-def default_region() -> str | None:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
 
 def resolve_base(base: BaseSpec, source: str = "smimg.yaml") -> ResolvedBase:
@@ -54,9 +31,8 @@ def resolve_base(base: BaseSpec, source: str = "smimg.yaml") -> ResolvedBase:
         SpecError: unknown framework versions or region (listing the valid ones), or no region at all.
     """
     if base.image is not None:
-        location = ecr_location(base.image)
-        return ResolvedBase(base.image, *(location or (None, None)))
-    region = base.region or default_region()
+        return ResolvedBase(base.image)
+    region = base.region or configured_region()
     if region is None:
         raise SpecError(
             source, [Problem("base.region", "no region for the DLC registry", "set base.region or AWS_REGION")]
@@ -74,8 +50,7 @@ def resolve_base(base: BaseSpec, source: str = "smimg.yaml") -> ResolvedBase:
         )
     except ValueError as exc:
         raise SpecError(source, [_problem_from_sdk(str(exc))]) from None
-    location = ecr_location(uri)
-    return ResolvedBase(uri, *(location or (None, None)))
+    return ResolvedBase(uri)
 
 
 def _problem_from_sdk(text: str) -> Problem:
@@ -95,9 +70,6 @@ def _problem_from_sdk(text: str) -> Problem:
 
 
 def _retrieve_function() -> Callable[..., str]:
-    # The SDK prints config notices at INFO on import and warns about v2's deprecation: neither is ours to show.
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     try:
         from sagemaker.core import image_uris  # SDK v3
     except ImportError:

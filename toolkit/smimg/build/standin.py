@@ -8,24 +8,25 @@ cached: rebuilt only when missing or when its own inputs change, tracked by a la
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from smimg import docker
+from smimg_entrypoint import contract
+
+from smimg.adapters.docker_engine import default_engine
+from smimg.adapters.runner import Runner
+from smimg.engine import Engine
 from smimg.errors import StandinError
 from smimg.resources import images_dir
 
-logger = logging.getLogger(__name__)
-
 STANDIN_REF = "smimg-standin:latest"
-HASH_LABEL = "dev.smimg.standin.inputs"
+HASH_LABEL = contract.LABEL_STANDIN_INPUTS
 TORCH_VERSION = "2.13.0"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -90,7 +91,9 @@ def plan_standin(folder: Path | None = None) -> StandinPlan:
     )
 
 
-def ensure_standin(*, force: bool = False, on_line: Callable[[str], None] | None = None) -> StandinResult:
+def ensure_standin(
+    *, force: bool = False, engine: Engine | None = None, on_line: Callable[[str], None] | None = None
+) -> StandinResult:
     """Build the stand-in unless an image with the same inputs already exists.
 
     Args:
@@ -100,23 +103,22 @@ def ensure_standin(*, force: bool = False, on_line: Callable[[str], None] | None
     Raises:
         StandinError: debootstrap, the torch wheel or the build failed; the message says which.
     """
-    import time
-
     started = time.monotonic()
+    engine = engine or default_engine()
+    runner = Runner()
     plan = plan_standin()
-    labels = docker.image_labels(plan.ref)
-    if not force and labels is not None and labels.get(HASH_LABEL) == plan.inputs_hash:
-        attrs = docker.image_attrs(plan.ref) or {}
-        return StandinResult(plan.ref, str(attrs.get("Id", "")), False, time.monotonic() - started)
+    existing = engine.image(plan.ref)
+    if not force and existing is not None and existing.labels.get(HASH_LABEL) == plan.inputs_hash:
+        return StandinResult(plan.ref, existing.id, False, time.monotonic() - started)
     emit = on_line or (lambda line: None)
-    if docker.image_labels(plan.rootfs_ref) is None:
-        _import_rootfs(plan, emit)
+    builder = engine.builder()
+    if engine.image(plan.rootfs_ref) is None:
+        _import_rootfs(plan, runner, builder.client, emit)
     with tempfile.TemporaryDirectory(prefix="smimg-standin-") as tmp:
         context = Path(tmp)
         for path in plan.context_files:
             shutil.copy2(path, context / path.name)
-        _download_torch(plan.torch_requirement, context / "wheels", emit)
-        builder = docker.find_builder()
+        _download_torch(plan.torch_requirement, context / "wheels", runner, emit)
         if not builder.supports_secrets:
             raise StandinError(
                 "the stand-in needs a BuildKit build (secret and bind mounts), but only the legacy builder exists",
@@ -136,12 +138,12 @@ def ensure_standin(*, force: bool = False, on_line: Callable[[str], None] | None
         if ca_bundle.is_file():
             argv += ["--secret", f"id=pipcert,src={ca_bundle}"]
         argv.append(str(context))
-        docker.stream(argv, env=builder.env(), on_line=emit, hint="read the failing step above")
-    attrs = docker.image_attrs(plan.ref) or {}
-    return StandinResult(plan.ref, str(attrs.get("Id", "")), True, time.monotonic() - started)
+        runner.stream(argv, env=builder.env(), on_line=emit, hint="read the failing step above")
+    built = engine.image(plan.ref)
+    return StandinResult(plan.ref, built.id if built else "", True, time.monotonic() - started)
 
 
-def _import_rootfs(plan: StandinPlan, emit: Callable[[str], None]) -> None:
+def _import_rootfs(plan: StandinPlan, runner: Runner, client: str, emit: Callable[[str], None]) -> None:
     if shutil.which("debootstrap") is None:
         raise StandinError(
             "debootstrap is not installed",
@@ -153,23 +155,14 @@ def _import_rootfs(plan: StandinPlan, emit: Callable[[str], None]) -> None:
         rootfs = Path(tmp) / "rootfs"
         argv = [str(rootfs) if a == "ROOTFS" else a for a in plan.debootstrap_argv]
         emit(f"debootstrap {SUITE} into {rootfs} (about a minute)")
-        docker.stream(argv, on_line=emit, hint=f"check that {MIRROR} is reachable")
+        runner.stream(argv, on_line=emit, hint=f"check that {MIRROR} is reachable")
         emit(f"docker import -> {plan.rootfs_ref}")
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        client = docker.find_builder().client
-        try:
-            imported = subprocess.run(
-                [client, "import", "-", plan.rootfs_ref], stdin=tar.stdout, capture_output=True, text=True
-            )
-        finally:
-            if tar.stdout is not None:
-                tar.stdout.close()
-            tar.wait()
-        if imported.returncode != 0 or tar.returncode != 0:
-            raise StandinError(f"docker import of the stand-in root filesystem failed: {imported.stderr.strip()}")
+        tarball = Path(tmp) / "rootfs.tar"
+        runner.stream(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], hint="check the free disk space")
+        runner.stream([client, "import", str(tarball), plan.rootfs_ref], hint="check that the engine answers")
 
 
-def _download_torch(requirement: str, dest: Path, emit: Callable[[str], None]) -> None:
+def _download_torch(requirement: str, dest: Path, runner: Runner, emit: Callable[[str], None]) -> None:
     """Fetch the torch wheel the host's pip finds (a local find-links folder here) for the image's Python 3.11."""
     dest.mkdir()
     argv = [
@@ -190,6 +183,6 @@ def _download_torch(requirement: str, dest: Path, emit: Callable[[str], None]) -
         requirement,
     ]
     emit(f"pip download {requirement}")
-    docker.stream(argv, on_line=emit, hint=f"`pip download {requirement}` must find a CPU wheel for cp311")
+    runner.stream(argv, on_line=emit, hint=f"`pip download {requirement}` must find a CPU wheel for cp311")
     if not list(dest.glob("torch-*.whl")):
         raise StandinError(f"pip found no wheel for {requirement}", "put a cp311 CPU wheel in a pip find-links folder")

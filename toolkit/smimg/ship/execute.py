@@ -1,76 +1,38 @@
 """Ship an image: to ECR (repository set up with governance, auth from boto3) or to any OCI registry.
 
-``plan_push`` is pure: image facts and a target in, a frozen ``PushPlan`` out (what ``--dry-run`` prints).
-``push`` executes it: ensure the repository, skip a content tag the registry already holds, push through the engine
-with in-memory credentials and retries, then check that the registry holds one linux/amd64 Docker v2 manifest.
+The executor of a ``PushPlan`` (``smimg.ship.plan``): ensure the repository, skip a content tag the registry already
+holds, push through the engine with in-memory credentials and retries, then check that the registry holds one
+linux/amd64 Docker v2 manifest of exactly this image.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from smimg import docker, ecr, images, registry
+from smimg import images
+from smimg.adapters import aws, ecr, registry
+from smimg.adapters.docker_engine import default_engine
+from smimg.build.execute import BuildResult
+from smimg.engine import Engine
 from smimg.errors import Problem, PushError, RegistryAuthError, SpecError
-from smimg.render import CONTENT_HASH_LABEL
-from smimg.spec import ImageSpec, PushSpec
+from smimg.refs import ImageRef, ecr_registry
+from smimg.ship.plan import PushPlan, PushTarget, launch_snippets, plan_push
+from smimg.ship.repository import RepositoryReport, ensure_repository
+from smimg.spec import ImageSpec, LoadedSpec, PushSpec
 
 logger = logging.getLogger(__name__)
 
 PASSWORD_ENV = "SMIMG_REGISTRY_PASSWORD"
 RETRIES = 4
+RETRY_DELAY = 2.0  # seconds before the first retry; doubles each time
 _TRANSIENT = ("timeout", "connection reset", "broken pipe", "eof", "toomanyrequests", "503", "502", "500 ")
 _AUTH = ("unauthorized", "authentication required", "no basic auth credentials", "denied", "forbidden", "403")
-
-
-@dataclass(frozen=True)
-class PushTarget:
-    """Where the image goes: ``registry/repository``; ``region`` and ``account`` are set for ECR."""
-
-    registry: str
-    repository: str
-    region: str | None = None
-    account: str | None = None
-
-    @property
-    def is_ecr(self) -> bool:
-        return self.region is not None
-
-    def ref(self, tag: str) -> str:
-        return f"{self.registry}/{self.repository}:{tag}"
-
-    def pinned(self, digest: str) -> str:
-        return f"{self.registry}/{self.repository}@{digest}"
-
-
-@dataclass(frozen=True)
-class PushPlan:
-    source: str
-    image_id: str
-    target: PushTarget
-    tags: tuple[str, ...]
-    repository: ecr.RepositorySettings | None
-    force: bool
-
-    @property
-    def content_tag(self) -> str:
-        return self.tags[0]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "image_id": self.image_id,
-            "refs": [self.target.ref(t) for t in self.tags],
-            "ecr": {"account": self.target.account, "region": self.target.region} if self.target.is_ecr else None,
-            "repository": self.repository.__dict__ if self.repository else None,
-            "force": self.force,
-        }
 
 
 @dataclass
@@ -104,7 +66,7 @@ class PushResult:
     layers_existing: int
     bytes_pushed: int
     media_type: str
-    repository: ecr.RepositoryReport | None
+    repository: RepositoryReport | None
     seconds: float
 
     def snippets(self) -> dict[str, str]:
@@ -117,98 +79,6 @@ class PushResult:
         data["repository"] = self.repository.as_dict() if self.repository else None
         data["snippets"] = self.snippets()
         return data
-
-
-def launch_snippets(uri: str) -> dict[str, str]:
-    """Ready-to-paste launch code for the SageMaker Python SDK v2 and v3."""
-    return {
-        "sdk_v2": (
-            "from sagemaker.estimator import Estimator\n\n"
-            "estimator = Estimator(\n"
-            f'    image_uri="{uri}",\n'
-            '    role="arn:aws:iam::<account>:role/<sagemaker-execution-role>",\n'
-            "    instance_count=2,\n"
-            '    instance_type="ml.g5.12xlarge",\n'
-            '    hyperparameters={"epochs": 1},\n'
-            ")\n"
-            'estimator.fit({"train": "s3://<bucket>/<prefix>/train"})\n'
-        ),
-        "sdk_v3": (
-            "from sagemaker.train import ModelTrainer\n"
-            "from sagemaker.train.configs import Compute, InputData\n\n"
-            "trainer = ModelTrainer(\n"
-            f'    training_image="{uri}",\n'
-            '    role="arn:aws:iam::<account>:role/<sagemaker-execution-role>",\n'
-            '    compute=Compute(instance_type="ml.g5.12xlarge", instance_count=2),\n'
-            '    hyperparameters={"epochs": 1},\n'
-            ")\n"
-            'trainer.train(input_data_config=[InputData(channel_name="train", data_source="s3://<bucket>/<prefix>/train")])\n'
-        ),
-    }
-
-
-def repository_settings(name: str, push: PushSpec) -> ecr.RepositorySettings:
-    lifecycle = push.lifecycle
-    return ecr.RepositorySettings(
-        name=name,
-        mutable_tags=push.mutable_tags,
-        scan_on_push=push.scan_on_push,
-        kms_key=push.kms_key,
-        untagged_days=lifecycle.untagged_days if lifecycle.enabled else None,
-        keep_last=lifecycle.keep_last if lifecycle.enabled else None,
-    )
-
-
-def plan_push(
-    *,
-    source: str,
-    attrs: dict[str, Any],
-    target: PushTarget,
-    push_spec: PushSpec,
-    extra_tags: Iterable[str] = (),
-    force: bool = False,
-) -> PushPlan:
-    """Decide what to push where. Pure: ``attrs`` is the engine's inspect data of ``source``.
-
-    Raises:
-        PushError: the image is not linux/amd64, has no content tag, or a tag could never move in ECR.
-    """
-    platform = f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', 'amd64')}"
-    if platform != "linux/amd64":
-        raise PushError(
-            f"{source} is a {platform} image; SageMaker training runs linux/amd64",
-            "build with platform: linux/amd64 in smimg.yaml",
-        )
-    labels = (attrs.get("Config") or {}).get("Labels") or {}
-    content_hash = labels.get(CONTENT_HASH_LABEL)
-    _, source_tag = docker.split_tag(source.split("@")[0])
-    if content_hash:
-        content_tag = content_hash[:12]
-    elif "@" not in source and source_tag != "latest":
-        content_tag = source_tag
-    else:
-        raise PushError(
-            f"{source} has no smimg content tag and no explicit tag to push under",
-            "build it with `smimg build`, or name it with a tag: `smimg push repo:v1`",
-        )
-    human = tuple(t for t in dict.fromkeys(extra_tags) if t != content_tag)
-    settings = repository_settings(target.repository, push_spec) if target.is_ecr else None
-    if settings is not None:
-        frozen = [t for t in human if not any(fnmatch.fnmatchcase(t, p) for p in settings.mutable_tags)]
-        if frozen:
-            raise PushError(
-                f"tag {frozen[0]!r} could never move again in the tag-immutable ECR repository {target.repository}",
-                f"add it to push.mutable_tags in smimg.yaml (e.g. mutable_tags: [{frozen[0]}]) "
-                "and run with --update-repository",
-            )
-    return PushPlan(
-        source=source,
-        image_id=str(attrs["Id"]),
-        target=target,
-        tags=(content_tag, *human),
-        repository=settings,
-        force=force,
-    )
 
 
 def resolve_target(
@@ -226,24 +96,16 @@ def resolve_target(
         AwsError: no credentials.
     """
     push_spec = spec.push if spec else PushSpec()
-    name = repository or push_spec.repository or (spec.name if spec else _repository_path(source))
+    name = repository or push_spec.repository or (spec.name if spec else ImageRef.parse(source).path)
     host_ns = registry_flag or push_spec.registry
     if host_ns is not None:
         host, _, namespace = host_ns.partition("/")
         return PushTarget(registry=host, repository=f"{namespace}/{name}" if namespace else name)
-    region = region or push_spec.region or (spec.base.region if spec else None) or ecr.configured_region()
+    region = region or push_spec.region or (spec.base.region if spec else None) or aws.configured_region()
     if region is None:
         problem = Problem("push.region", "no AWS region for the ECR repository", "pass --region, or set push.region")
         raise SpecError("push target", [problem])
-    account = ecr.account_id(region)
-    return PushTarget(registry=ecr.registry_host(account, region), repository=name, region=region, account=account)
-
-
-def _repository_path(ref: str) -> str:
-    """The repository path of a reference, without its registry host (a first part with '.', ':' or localhost)."""
-    repo, _ = docker.split_tag(ref.split("@")[0])
-    head, _, rest = repo.partition("/")
-    return rest if rest and ("." in head or ":" in head or head == "localhost") else repo
+    return PushTarget(registry=ecr_registry(aws.account_id(region), region), repository=name)
 
 
 def prepare_push(
@@ -255,22 +117,37 @@ def prepare_push(
     repository: str | None = None,
     extra_tags: Iterable[str] = (),
     force: bool = False,
+    engine: Engine | None = None,
 ) -> PushPlan:
     """Inspect the local image, resolve the target and plan the push.
 
     Raises:
         ImageNotFound: no such local image.
     """
-    attrs = images.require(source, "to push", "build it first (`smimg build`, or `smimg build --push`)")
+    image = images.require(source, "to push", "build it first (`smimg build`, or `smimg build --push`)", engine)
     target = resolve_target(spec, source, registry_flag=registry_flag, region=region, repository=repository)
     return plan_push(
         source=source,
-        attrs=attrs,
+        image=image,
         target=target,
         push_spec=spec.push if spec else PushSpec(),
         extra_tags=extra_tags,
         force=force,
     )
+
+
+def prepare_after_build(
+    result: BuildResult,
+    loaded: LoadedSpec,
+    *,
+    tags: Iterable[str] = (),
+    registry_flag: str | None = None,
+    region: str | None = None,
+) -> PushPlan:
+    """The push of a fresh ``build`` (``smimg build --push``): its content tag, and the human tags among ``tags``
+    (full references name other repositories and stay local)."""
+    human = [t for t in tags if "/" not in t and ":" not in t]
+    return prepare_push(result.tags[0], loaded.spec, registry_flag=registry_flag, region=region, extra_tags=human)
 
 
 class _Credentials:
@@ -283,8 +160,7 @@ class _Credentials:
         self._ecr: ecr.RegistryAuth | None = None
 
     def auth_config(self) -> dict[str, str] | None:
-        if self.target.is_ecr:
-            assert self.target.account and self.target.region
+        if self.target.account and self.target.region:
             if self._ecr is None or self._ecr.expired():
                 self._ecr = ecr.registry_auth(self.target.account, self.target.region)
             return self._ecr.auth_config()
@@ -292,11 +168,49 @@ class _Credentials:
             return None  # the engine's SDK uses what `docker login` stored
         return {"username": self.username, "password": self.password or "", "serveraddress": self.target.registry}
 
+
+class RegistryView(Protocol):
+    """What a registry holds: the digest a tag points to, and a manifest by digest."""
+
+    def digest(self, repository: str, tag: str) -> str | None: ...
+
+    def manifest(self, repository: str, digest: str) -> tuple[str, Mapping[str, Any]] | None: ...
+
+
+class _EcrView:
+    def __init__(self, region: str) -> None:
+        self.client = aws.client("ecr", region)
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        return ecr.image_digest(self.client, repository, tag)
+
+    def manifest(self, repository: str, digest: str) -> tuple[str, Mapping[str, Any]] | None:
+        return ecr.manifest(self.client, repository, digest, registry.MANIFEST_TYPES)
+
+
+class _OciView:
+    def __init__(self, host: str, username: str | None, password: str | None) -> None:
+        self.host, self.username, self.password = host, username, password
+
     @functools.cached_property
-    def registry_client(self) -> registry.RegistryClient:
+    def client(self) -> registry.RegistryClient:
         if self.username is not None:
-            return registry.RegistryClient(self.target.registry, self.username, self.password)
-        return registry.RegistryClient(self.target.registry, *registry.stored_credentials(self.target.registry))
+            return registry.RegistryClient(self.host, self.username, self.password)
+        return registry.RegistryClient(self.host, *registry.stored_credentials(self.host))
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        found = self.client.manifest(repository, tag)
+        return found.digest if found else None
+
+    def manifest(self, repository: str, digest: str) -> tuple[str, Mapping[str, Any]] | None:
+        found = self.client.manifest(repository, digest)
+        return (found.media_type, found.body) if found else None
+
+
+def registry_view(target: PushTarget, username: str | None, password: str | None) -> RegistryView:
+    if target.region is not None:
+        return _EcrView(target.region)
+    return _OciView(target.registry, username, password)
 
 
 def push(
@@ -305,6 +219,8 @@ def push(
     username: str | None = None,
     password: str | None = None,
     update_repository: bool = False,
+    engine: Engine | None = None,
+    view: RegistryView | None = None,
     on_event: Callable[[LayerEvent], None] | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> PushResult:
@@ -314,6 +230,8 @@ def push(
         username, password: for a non-ECR registry; default: what `docker login` stored
             (the password also comes from SMIMG_REGISTRY_PASSWORD).
         update_repository: bring an existing ECR repository's settings in line with the spec.
+        engine, view: the engine that pushes and what reads the registry back (default: Docker, and ECR or the
+            registry's HTTP API).
         on_event: receives per-layer progress.
         on_line: receives one line per notable step.
 
@@ -324,31 +242,30 @@ def push(
     """
     started = time.monotonic()
     say = on_line or (lambda _line: None)
+    engine = engine or default_engine()
     target = plan.target
-    credentials = _Credentials(target, username, password or os.environ.get(PASSWORD_ENV))
+    password = password or os.environ.get(PASSWORD_ENV)
+    credentials = _Credentials(target, username, password)
+    view = view or registry_view(target, username, password)
     report = None
-    ecr_client = None
-    if plan.repository is not None:
-        assert target.region
-        ecr_client = ecr.client("ecr", target.region)
-        report = ecr.ensure_repository(ecr_client, plan.repository, update=update_repository)
+    if plan.repository is not None and target.region is not None:
+        report = ensure_repository(aws.client("ecr", target.region), plan.repository, update=update_repository)
         say(_describe_report(report))
 
-    existing = _existing_digest(plan, credentials, ecr_client)
+    existing = view.digest(target.repository, plan.content_tag)
     tally = LayerTally()
     skipped = existing is not None and not plan.force
-    tags = plan.tags[1:] if skipped else plan.tags
     if skipped:
         say(f"{target.ref(plan.content_tag)} is already in the registry ({existing}); not uploading (--force does)")
     digest = existing or ""
-    for tag in tags:
+    for tag in plan.tags[1:] if skipped else plan.tags:
         ref = target.ref(tag)
-        docker.tag(plan.source, ref)
+        engine.tag(plan.source, ref)
         say(f"pushing {ref}")
-        digest = _push_with_retries(ref, tag, credentials, tally, on_event, say)
+        digest = _push_with_retries(engine, ref, tag, credentials, tally, on_event, say)
     if not digest:
         raise PushError(f"the engine reported no digest for {target.ref(plan.content_tag)}", "push again with --force")
-    media_type = _verify(plan, digest, credentials, ecr_client)
+    media_type = verify(plan, digest, view)
     return PushResult(
         uri=target.pinned(digest),
         digest=digest,
@@ -363,7 +280,7 @@ def push(
     )
 
 
-def _describe_report(report: ecr.RepositoryReport) -> str:
+def _describe_report(report: RepositoryReport) -> str:
     if report.created:
         return f"created ECR repository {report.name}: " + ", ".join(report.changed)
     lines = [f"ECR repository {report.name} exists"]
@@ -372,14 +289,8 @@ def _describe_report(report: ecr.RepositoryReport) -> str:
     return "\n".join(lines)
 
 
-def _existing_digest(plan: PushPlan, credentials: _Credentials, ecr_client: Any) -> str | None:
-    if ecr_client is not None:
-        return ecr.image_digest(ecr_client, plan.target.repository, plan.content_tag)
-    found = credentials.registry_client.manifest(plan.target.repository, plan.content_tag)
-    return found.digest if found else None
-
-
 def _push_with_retries(
+    engine: Engine,
     ref: str,
     tag: str,
     credentials: _Credentials,
@@ -387,11 +298,11 @@ def _push_with_retries(
     on_event: Callable[[LayerEvent], None] | None,
     say: Callable[[str], None],
 ) -> str:
-    repository, _ = docker.split_tag(ref)
+    parsed = ImageRef.parse(ref)
     for attempt in range(1, RETRIES + 1):
         error = None
         digest = ""
-        for message in docker.push(repository, tag, credentials.auth_config()):
+        for message in engine.push(parsed.repository, tag, credentials.auth_config()):
             if "error" in message or "errorDetail" in message:
                 error = str((message.get("errorDetail") or {}).get("message") or message.get("error"))
                 break
@@ -403,21 +314,36 @@ def _push_with_retries(
             return digest
         lowered = error.lower()
         if any(word in lowered for word in _AUTH):
-            raise RegistryAuthError(f"{repository.split('/')[0]} refused the push of {ref}: {error}", _auth_hint(ref))
+            raise RegistryAuthError(f"{parsed.registry} refused the push of {ref}: {error}", _auth_hint(parsed))
         if "immutable" in lowered or "already exists and cannot be overwritten" in lowered:
             raise PushError(
                 f"{ref}: {error}", "that tag cannot move: add it to push.mutable_tags and use --update-repository"
             )
         if attempt == RETRIES or not any(word in lowered for word in _TRANSIENT):
             raise PushError(f"pushing {ref} failed: {error}", "check the registry and your network, then push again")
-        delay = 2.0**attempt
+        delay = RETRY_DELAY * 2 ** (attempt - 1)
         say(f"transient registry error ({error}); retry {attempt}/{RETRIES - 1} in {delay:.0f}s")
         time.sleep(delay)
     raise AssertionError("unreachable")
 
 
-def _auth_hint(ref: str) -> str:
-    if ".dkr.ecr." in ref:
+def login(spec: ImageSpec | None, *, region: str | None = None, engine: Engine | None = None) -> ecr.RegistryAuth:
+    """Store an ECR login where the docker CLI keeps credentials (for tools other than smimg).
+
+    Raises:
+        PushError: the spec's push target is not ECR.
+        AwsError: no credentials or permissions.
+    """
+    target = resolve_target(spec, "x", region=region)
+    if target.account is None or target.region is None:
+        raise PushError(f"{target.registry} is not ECR", f"run `docker login {target.registry}`")
+    auth = ecr.registry_auth(target.account, target.region)
+    (engine or default_engine()).login(auth.registry, auth.username, auth.password)
+    return auth
+
+
+def _auth_hint(ref: ImageRef) -> str:
+    if ref.ecr is not None:
         return (
             "your identity needs ecr:GetAuthorizationToken, ecr:BatchCheckLayerAvailability, "
             "ecr:InitiateLayerUpload, ecr:UploadLayerPart, ecr:CompleteLayerUpload and ecr:PutImage on the repository"
@@ -425,7 +351,9 @@ def _auth_hint(ref: str) -> str:
     return registry.AUTH_HINT
 
 
-def _count(message: dict[str, Any], tag: str, tally: LayerTally, on_event: Callable[[LayerEvent], None] | None) -> None:
+def _count(
+    message: Mapping[str, Any], tag: str, tally: LayerTally, on_event: Callable[[LayerEvent], None] | None
+) -> None:
     layer = str(message.get("id", ""))
     status = str(message.get("status", ""))
     detail = message.get("progressDetail") or {}
@@ -442,15 +370,16 @@ def _count(message: dict[str, Any], tag: str, tally: LayerTally, on_event: Calla
         on_event(LayerEvent(tag, layer, status, int(detail.get("current", 0)), int(detail.get("total", 0))))
 
 
-def _verify(plan: PushPlan, digest: str, credentials: _Credentials, ecr_client: Any) -> str:
-    """Check the registry holds one Docker v2 manifest whose config is exactly our image (hence linux/amd64)."""
-    if ecr_client is not None:
-        media_type, body = ecr.manifest(ecr_client, plan.target.repository, digest, registry.MANIFEST_TYPES)
-    else:
-        found = credentials.registry_client.manifest(plan.target.repository, digest)
-        if found is None:
-            raise PushError(f"{plan.target.pinned(digest)} is not in the registry after the push", "push again")
-        media_type, body = found.media_type, found.body
+def verify(plan: PushPlan, digest: str, view: RegistryView) -> str:
+    """Check the registry holds one Docker v2 manifest whose config is exactly our image (hence linux/amd64).
+
+    Raises:
+        PushError: no manifest, an index or attestation, another media type, or another image's config.
+    """
+    found = view.manifest(plan.target.repository, digest)
+    if found is None:
+        raise PushError(f"{plan.target.pinned(digest)} is not in the registry after the push", "push again")
+    media_type, body = found
     if media_type in {registry.OCI_INDEX, registry.DOCKER_LIST}:
         raise PushError(
             f"the registry holds an image index ({media_type}) for {plan.target.pinned(digest)}; "

@@ -1,0 +1,175 @@
+"""smimg's launch settings from the reserved hyperparameters and the ``SMIMG_*`` variables, checked once. Pure.
+
+A reserved hyperparameter (per job) wins over its variable (per image or host), the variable over the default.
+An empty or unset value counts as not given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from smimg_entrypoint import contract
+from smimg_entrypoint.hyperparameters import VALUE
+
+TORCHRUN, ACCELERATE, PYTHON = contract.LAUNCHERS
+DEFAULT_MASTER_PORT = 7777  # what sagemaker-training and SDK v3 use
+STOP_GRACE = 110.0  # SIGKILL this long after SIGTERM: SageMaker kills the container at 120 s
+ABORT_GRACE = 15.0
+RENDEZVOUS_TIMEOUT = 600.0
+FINISH_TIMEOUT = 300.0
+DNS_TIMEOUT = 900.0
+UNSUPPORTED = {
+    "sagemaker_mpi_enabled": "MPI (mpirun)",
+    "sagemaker_distributed_dataparallel_enabled": "smdistributed data parallel",
+    "sagemaker_pytorch_ddp_enabled": "pytorchddp (SMDDP over mpirun)",
+    "sagemaker_pytorch_xla_multi_worker_enabled": "PyTorch XLA multi-worker",
+    "sagemaker_parameter_server_enabled": "parameter server",
+    "sagemaker_multi_worker_mirrored_strategy_enabled": "TensorFlow MultiWorkerMirroredStrategy",
+}
+
+_Default = TypeVar("_Default", int, None)
+
+
+class PlanError(Exception):
+    """The job cannot be launched as configured; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every smimg setting of one launch. ``nproc_per_node`` None: one per GPU or Neuron core (else 1)."""
+
+    launcher: str
+    bool_style: str
+    master_port: int
+    nproc_per_node: int | None
+    code_dir: str | None  # the image's baked code, with entry_point
+    entry_point: str | None
+    watch_port: int
+    stop_grace: float
+    abort_grace: float
+    rendezvous_timeout: float
+    finish_timeout: float
+    dns_timeout: float
+    host_addresses: Mapping[str, str] | None  # tests only: host name -> address, instead of DNS
+
+    @classmethod
+    def load(cls, reserved: Mapping[str, object], environ: Mapping[str, str]) -> Settings:
+        """Resolve and check every setting.
+
+        Raises:
+            PlanError: an unsupported distribution, an unknown launcher or bool style, or a value of the wrong kind.
+        """
+        launcher = _launcher(reserved, environ)
+        bool_style = _choice(contract.BOOL_STYLE, reserved, environ, contract.BOOL_STYLES, VALUE)
+        master_port = _integer(contract.MASTER_PORT, reserved, environ, DEFAULT_MASTER_PORT)
+        nproc = _integer(contract.NPROC_PER_NODE, reserved, environ, None)
+        if nproc is not None and nproc < 1:
+            raise PlanError(f"{_name(contract.NPROC_PER_NODE, reserved)} must be at least 1, not {nproc}")
+        return cls(
+            launcher=launcher,
+            bool_style=bool_style,
+            master_port=master_port,
+            nproc_per_node=nproc,
+            code_dir=environ.get(contract.CODE_DIR_ENV) or None,
+            entry_point=environ.get(contract.ENTRY_POINT_ENV) or None,
+            watch_port=_integer(contract.WATCH_PORT_ENV, reserved, environ, master_port + 1),
+            stop_grace=_seconds(contract.STOP_GRACE_ENV, environ, STOP_GRACE),
+            abort_grace=_seconds(contract.ABORT_GRACE_ENV, environ, ABORT_GRACE),
+            rendezvous_timeout=_seconds(contract.RENDEZVOUS_TIMEOUT_ENV, environ, RENDEZVOUS_TIMEOUT),
+            finish_timeout=_seconds(contract.FINISH_TIMEOUT_ENV, environ, FINISH_TIMEOUT),
+            dns_timeout=_seconds(contract.DNS_TIMEOUT_ENV, environ, DNS_TIMEOUT),
+            host_addresses=_host_addresses(environ),
+        )
+
+
+def _truthy(value: object) -> bool:
+    return value is True or str(value).lower() in ("true", "1", "yes")
+
+
+def _name(setting: tuple[str, str] | str, reserved: Mapping[str, object]) -> str:
+    """The hyperparameter or variable that gave the setting's value, for error messages."""
+    if isinstance(setting, str):
+        return setting
+    hyperparameter, variable = setting
+    return hyperparameter if reserved.get(hyperparameter) else variable
+
+
+def _given(setting: tuple[str, str] | str, reserved: Mapping[str, object], environ: Mapping[str, str]) -> object:
+    if isinstance(setting, str):
+        return environ.get(setting) or None
+    hyperparameter, variable = setting
+    return reserved.get(hyperparameter) or environ.get(variable) or None
+
+
+def _launcher(reserved: Mapping[str, object], environ: Mapping[str, str]) -> str:
+    for key, name in UNSUPPORTED.items():
+        if _truthy(reserved.get(key)):
+            raise PlanError(
+                f"the job asks for {name} ({key}), which smimg images do not run; use "
+                "distribution={'torch_distributed': {'enabled': True}} or the launcher setting in smimg.yaml"
+            )
+    # The SDK's torch_distributed means torchrun whatever the image's default launcher is.
+    if _truthy(reserved.get(contract.HP_TORCH_DISTRIBUTED)):
+        return TORCHRUN
+    return _choice(contract.LAUNCHER, reserved, environ, contract.LAUNCHERS, contract.DEFAULT_LAUNCHER)
+
+
+def _choice(
+    setting: tuple[str, str] | str,
+    reserved: Mapping[str, object],
+    environ: Mapping[str, str],
+    allowed: tuple[str, ...],
+    default: str,
+) -> str:
+    value = str(_given(setting, reserved, environ) or default)
+    if value not in allowed:
+        raise PlanError(f"{_name(setting, reserved)} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _integer(
+    setting: tuple[str, str] | str, reserved: Mapping[str, object], environ: Mapping[str, str], default: _Default
+) -> int | _Default:
+    value = _given(setting, reserved, environ)
+    if value is None:
+        return default
+    # Hyperparameters arrive JSON-decoded (8), variables as text ("8").
+    with contextlib.suppress(ValueError, OverflowError):
+        if isinstance(value, (int, float, str)):
+            return int(value)
+    raise PlanError(
+        f"{_name(setting, reserved)} must be a whole number, not {value!r}: set one, or remove it to use the default"
+    )
+
+
+def _seconds(variable: str, environ: Mapping[str, str], default: float) -> float:
+    value = environ.get(variable) or None
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise PlanError(
+            f"{variable} must be a number of seconds, not {value!r}: set one, or remove it to use the default "
+            f"({default:.0f})"
+        ) from None
+
+
+def _host_addresses(environ: Mapping[str, str]) -> Mapping[str, str] | None:
+    raw = environ.get(contract.HOST_ADDRESSES_ENV)
+    if not raw:
+        return None
+    try:
+        addresses = json.loads(raw)
+    except ValueError:
+        addresses = None
+    if not isinstance(addresses, dict):
+        raise PlanError(
+            f"{contract.HOST_ADDRESSES_ENV} must be a JSON object of host name to address, not {raw!r}: "
+            "set one, or remove it to resolve host names through DNS"
+        )
+    return {str(host): str(address) for host, address in addresses.items()}

@@ -1,0 +1,152 @@
+"""In-memory stand-ins for the engine port, the runner and a registry, to test executors' logic without Docker.
+
+They do what the real adapters do at the level the executors see: images by reference, containers that end with a
+scripted exit code after a scripted number of polls, pushes that answer with scripted progress messages, and a
+runner that records argv and can play a compose project into the fake engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smimg.adapters.runner import Completed, Runner
+from smimg.engine import Builder, BuilderKind, ContainerState, Image
+from smimg.errors import CommandError, DockerUnavailable
+
+
+@dataclass
+class FakeContainer:
+    """Ends with ``exit_code`` after ``polls`` state queries, unless stopped first (then 143)."""
+
+    exit_code: int = 0
+    polls: int = 1
+    logs: tuple[bytes, ...] = ()
+    seen: int = 0
+    stopped: bool = False
+    finished_at: str = ""
+
+    def state(self, clock: int) -> ContainerState:
+        self.seen += 1
+        if self.stopped:
+            return ContainerState("exited", 143, self.finished_at)
+        if self.seen >= self.polls:
+            self.finished_at = self.finished_at or f"2026-11-21T00:00:{clock:02d}Z"
+            return ContainerState("exited", self.exit_code, self.finished_at)
+        return ContainerState("running")
+
+
+@dataclass
+class FakeEngine:
+    """The engine port in memory. ``pushes`` holds one list of progress messages per push call, in order."""
+
+    images: dict[str, Image] = field(default_factory=dict)
+    containers: dict[str, FakeContainer] = field(default_factory=dict)
+    networks: set[str] = field(default_factory=set)
+    pushes: list[list[dict[str, Any]]] = field(default_factory=list)
+    build_output: str | None = None  # a failing build's output; None builds successfully
+    lost: bool = False  # the engine went away: every call raises DockerUnavailable
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    clock: int = 0
+
+    def _call(self, *record: Any) -> None:
+        if self.lost:
+            raise DockerUnavailable("lost the connection to the Docker engine (fake)")
+        self.calls.append(record)
+
+    def builder(self) -> Builder:
+        return Builder(BuilderKind.BUILDX, "docker")
+
+    def build(self, argv: list[str], env: Mapping[str, str], on_line: Callable[[str], None] | None) -> None:
+        self._call("build", tuple(argv))
+        if self.build_output is not None:
+            raise CommandError(argv, 1, self.build_output)
+        tag = argv[argv.index("--tag") + 1]
+        self.images[tag] = Image(id="sha256:" + "b" * 64, tags=(tag,))
+
+    def image(self, ref: str) -> Image | None:
+        self._call("image", ref)
+        return self.images.get(ref)
+
+    def pull(self, ref: str, auth: Mapping[str, str] | None, platform: str) -> None:
+        self._call("pull", ref)
+
+    def tag(self, ref: str, target: str) -> None:
+        self._call("tag", ref, target)
+        self.images[target] = self.images[ref]
+
+    def push(self, repository: str, tag: str, auth: Mapping[str, str] | None) -> Iterator[Mapping[str, Any]]:
+        self._call("push", repository, tag)
+        yield from self.pushes.pop(0)
+
+    def read_file(self, ref: str, path: str) -> str | None:
+        return None
+
+    def run(self, ref: str, entrypoint: list[str]) -> str:
+        return ""
+
+    def network_exists(self, name: str) -> bool:
+        return name in self.networks
+
+    def container_exists(self, name: str) -> bool:
+        return name in self.containers
+
+    def container_state(self, name: str) -> ContainerState:
+        self._call("state", name)
+        self.clock += 1
+        return self.containers[name].state(self.clock)
+
+    def logs(self, name: str) -> Iterator[bytes]:
+        yield from self.containers[name].logs
+
+    def stop(self, name: str, timeout: float) -> None:
+        self._call("stop", name)
+        self.containers[name].stopped = True
+
+    def login(self, registry: str, username: str, password: str) -> None:
+        self._call("login", registry)
+
+
+class FakeRunner(Runner):
+    """Records every command; ``on_stream`` may act on one (e.g. compose up creating containers) or raise."""
+
+    def __init__(self, on_stream: Callable[[Sequence[str]], None] | None = None) -> None:
+        self.commands: list[tuple[str, ...]] = []
+        self.on_stream = on_stream
+
+    def stream(self, argv: Sequence[str], **_: Any) -> str:
+        self.commands.append(tuple(argv))
+        if self.on_stream is not None:
+            self.on_stream(argv)
+        return ""
+
+    def capture(self, argv: Sequence[str], *, timeout: float = 30) -> Completed:
+        self.commands.append(tuple(argv))
+        return Completed(tuple(argv), 0, "")
+
+    def interactive(self, argv: Sequence[str]) -> int:
+        self.commands.append(tuple(argv))
+        return 0
+
+
+@dataclass
+class FakeRegistry:
+    """A registry view: tags to digests, digests to (media type, manifest)."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    manifests: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        return self.tags.get(f"{repository}:{tag}")
+
+    def manifest(self, repository: str, digest: str) -> tuple[str, Mapping[str, Any]] | None:
+        return self.manifests.get(digest)
+
+
+def write_failure(run_dir: Path, host: str, text: str) -> None:
+    """What a host's entrypoint leaves behind when it fails."""
+    path = run_dir / host / "output" / "failure"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,0 +1,106 @@
+"""AWS through boto3: clients, the one error mapping, the one region resolver, and S3 downloads.
+
+Clients come from the standard credential chain (environment, profiles, SSO, instance roles) and honour
+``AWS_ENDPOINT_URL[_<SERVICE>]``. Every failure — of a call, or of a page a paginator fetches lazily — becomes an
+``AwsError`` naming what we were doing and what to do about it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from smimg.errors import AwsError
+
+CREDENTIALS_HINT = (
+    "configure AWS credentials (`aws configure`, `aws sso login`, AWS_PROFILE, or AWS_ACCESS_KEY_ID/"
+    "AWS_SECRET_ACCESS_KEY); for a base image you already have locally, use --base IMAGE instead"
+)
+_DENIED = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"}
+
+
+def client(service: str, region: str | None) -> Any:
+    import boto3
+
+    return boto3.session.Session(region_name=region).client(service)
+
+
+def configured_region() -> str | None:
+    """The region of the standard chain: AWS_REGION, AWS_DEFAULT_REGION, then the profile's config."""
+    import boto3
+
+    region: str | None = os.environ.get("AWS_REGION") or boto3.session.Session().region_name
+    return region
+
+
+def call(method: Callable[..., Any], doing: str, *, missing: frozenset[str] = frozenset(), **kwargs: Any) -> Any:
+    """Call one boto3 method; error codes in ``missing`` mean "there is no such thing" and return None.
+
+    Raises:
+        AwsError: any other failure, naming ``doing``, the permission (``service:Action``) and the fix.
+    """
+    with _mapped(method, doing, missing):
+        return method(**kwargs)
+    return None
+
+
+def paginate(client: Any, operation: str, doing: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """The pages of a paginated operation; errors while fetching any page are mapped like ``call``'s."""
+    method = getattr(client, operation)
+    pages = iter(client.get_paginator(operation).paginate(**kwargs))
+    while True:
+        with _mapped(method, doing):
+            page = next(pages, None)
+        if page is None:
+            return
+        yield page
+
+
+def download_file(s3: Any, bucket: str, key: str, destination: Path) -> None:
+    call(s3.download_file, f"download s3://{bucket}/{key}", Bucket=bucket, Key=key, Filename=str(destination))
+
+
+def account_id(region: str) -> str:
+    """The account of the caller's credentials, from STS."""
+    sts = client("sts", region)
+    return str(call(sts.get_caller_identity, "find your AWS account (sts:GetCallerIdentity)")["Account"])
+
+
+@contextlib.contextmanager
+def _mapped(method: Callable[..., Any], doing: str, missing: frozenset[str] = frozenset()) -> Iterator[None]:
+    """Turns botocore's exceptions into ``AwsError``; swallows the error codes that mean "missing"."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        yield
+    except NoCredentialsError:
+        raise AwsError(f"no AWS credentials to {doing}", CREDENTIALS_HINT) from None
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code in missing:
+            return
+        if code in _DENIED or "denied" in code.lower():
+            raise AwsError(
+                f"AWS refused to {doing}: {code}: {error.get('Message', '')}",
+                f"grant your identity {_permission(method)} (or use a profile that has it: AWS_PROFILE)",
+            ) from None
+        raise AwsError(f"could not {doing}: {code}: {error.get('Message', exc)}", _hint(code)) from None
+    except BotoCoreError as exc:
+        raise AwsError(f"could not {doing}: {exc}", "check the region and your network") from None
+
+
+def _permission(method: Callable[..., Any]) -> str:
+    action = "".join(part.title() for part in method.__name__.split("_"))
+    meta = getattr(getattr(method, "__self__", None), "meta", None)
+    prefix = meta.service_model.signing_name if meta is not None else "aws"
+    return f"{prefix}:{action}"
+
+
+def _hint(code: str) -> str:
+    if code in {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}:
+        return "check the bucket and key (`aws s3 ls s3://BUCKET/PREFIX`)"
+    return "see the AWS message above"

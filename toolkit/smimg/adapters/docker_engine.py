@@ -1,0 +1,211 @@
+"""The Docker implementation of the engine port: the docker CLI for BuildKit builds, the docker SDK for the rest.
+
+Builds go through the CLI because the SDK's ``images.build`` only drives the legacy builder (no secrets, no cache
+mounts). Which CLI can do BuildKit differs between machines: ``docker buildx`` where the plugin is installed, else
+a pre-23 client that has BuildKit built in (``DOCKER_BUILDKIT=1``), else only the legacy builder. Every SDK
+failure becomes an ``SmimgError``: a lost engine is ``DockerUnavailable``, never a requests traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import os
+import tarfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smimg.adapters.runner import Runner
+from smimg.engine import Builder, BuilderKind, ContainerState, Image
+from smimg.errors import CommandError, DockerUnavailable, LocalError
+from smimg.refs import ImageRef
+
+if TYPE_CHECKING:
+    import docker as docker_sdk
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "start a Docker engine (Docker Desktop, or `sudo dockerd`) and check that `docker info` answers; "
+    "in this repository `make setup` does it on Debian as root"
+)
+
+
+def docker_clients() -> list[str]:
+    """Every executable named docker on PATH, in PATH order, without duplicates."""
+    found: list[str] = []
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(directory or ".") / "docker"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            real = str(candidate.resolve())
+            if real not in {str(Path(f).resolve()) for f in found}:
+                found.append(str(candidate))
+    return found
+
+
+def find_builder(runner: Runner) -> Builder:
+    """Pick the best build client on this machine.
+
+    Raises:
+        DockerUnavailable: no docker client is on PATH.
+    """
+    clients = docker_clients()
+    if not clients:
+        raise DockerUnavailable("no `docker` command found on PATH", INSTALL_HINT)
+    for client in clients:
+        if runner.capture([client, "buildx", "version"]).ok:
+            return Builder(BuilderKind.BUILDX, client)
+    for client in clients:
+        head = runner.capture([client, "version", "--format", "{{.Client.Version}}"]).output.strip().split(".")[0]
+        # Clients before 23.0 carry BuildKit inside; later ones delegate to the buildx plugin.
+        if head.isdigit() and int(head) < 23:
+            return Builder(BuilderKind.BUILTIN_BUILDKIT, client)
+    logger.warning(
+        "no BuildKit-capable docker client found (install the buildx plugin); "
+        "falling back to the legacy builder: no secrets, no pip cache mounts"
+    )
+    return Builder(BuilderKind.LEGACY, clients[0])
+
+
+class DockerEngine:
+    """The engine named by the environment (DOCKER_HOST, default socket)."""
+
+    def __init__(self, runner: Runner | None = None) -> None:
+        self.runner = runner or Runner()
+
+    @functools.cached_property
+    def sdk(self) -> docker_sdk.DockerClient:
+        import docker as docker_sdk
+
+        try:
+            client = docker_sdk.from_env(timeout=600)
+            client.ping()
+        except Exception as exc:
+            raise DockerUnavailable(f"the Docker engine does not answer ({exc})", INSTALL_HINT) from exc
+        return client
+
+    @functools.cache  # noqa: B019 - one engine per process; detection runs a few docker commands
+    def builder(self) -> Builder:
+        return find_builder(self.runner)
+
+    def build(self, argv: list[str], env: Mapping[str, str], on_line: Callable[[str], None] | None) -> None:
+        self.runner.stream(argv, env=env, on_line=on_line)
+
+    def image(self, ref: str) -> Image | None:
+        import docker.errors
+
+        try:
+            return Image.from_inspect(self._sdk_call(lambda: self.sdk.images.get(ref).attrs))
+        except (docker.errors.NotFound, docker.errors.NullResource):
+            return None
+
+    def pull(self, ref: str, auth: Mapping[str, str] | None, platform: str) -> None:
+        import docker.errors
+
+        parsed = ImageRef.parse(ref)
+        tag = parsed.digest or parsed.tag_or_latest
+        try:
+            self._sdk_call(
+                lambda: self.sdk.images.pull(
+                    parsed.repository, tag=tag, auth_config=dict(auth) if auth else None, platform=platform
+                )
+            )
+        except docker.errors.APIError as exc:
+            raise CommandError(["docker", "pull", ref], 1, str(exc.explanation or exc)) from None
+
+    def tag(self, ref: str, target: str) -> None:
+        parsed = ImageRef.parse(target)
+        self._sdk_call(lambda: self.sdk.images.get(ref).tag(parsed.repository, parsed.tag_or_latest))
+
+    def push(self, repository: str, tag: str, auth: Mapping[str, str] | None) -> Iterator[Mapping[str, Any]]:
+        # Without auth the SDK falls back to what `docker login` stored for the registry.
+        stream = self._sdk_call(
+            lambda: self.sdk.api.push(
+                repository, tag=tag, stream=True, decode=True, auth_config=dict(auth) if auth else None
+            )
+        )
+        yield from stream
+
+    def read_file(self, ref: str, path: str) -> str | None:
+        import docker.errors
+
+        container = self._sdk_call(lambda: self.sdk.containers.create(ref, entrypoint=["/bin/true"]))
+        try:
+            chunks, _ = container.get_archive(path)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+                member = archive.next()
+                extracted = archive.extractfile(member) if member else None
+                return extracted.read().decode() if extracted else None
+        except docker.errors.NotFound:
+            return None
+        finally:
+            container.remove(force=True)
+
+    def run(self, ref: str, entrypoint: list[str]) -> str:
+        import docker.errors
+
+        try:
+            raw = self._sdk_call(lambda: self.sdk.containers.run(ref, entrypoint=entrypoint, remove=True))
+        except docker.errors.ContainerError as exc:
+            stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else str(exc.stderr)
+            raise CommandError(["docker", "run", ref], int(exc.exit_status), stderr) from None
+        return bytes(raw).decode(errors="replace")
+
+    def network_exists(self, name: str) -> bool:
+        return bool(self._sdk_call(lambda: self.sdk.networks.list(names=[name])))
+
+    def container_exists(self, name: str) -> bool:
+        import docker.errors
+
+        try:
+            self._sdk_call(lambda: self.sdk.containers.get(name))
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    def container_state(self, name: str) -> ContainerState:
+        import docker.errors
+
+        try:
+            attrs = self._sdk_call(lambda: self.sdk.containers.get(name).attrs)
+        except docker.errors.NotFound:
+            raise LocalError(f"container {name} is gone", "something outside smimg removed it") from None
+        state = attrs["State"]
+        return ContainerState(str(state["Status"]), int(state.get("ExitCode", 0)), str(state.get("FinishedAt", "")))
+
+    def logs(self, name: str) -> Iterator[bytes]:
+        container = self._sdk_call(lambda: self.sdk.containers.get(name))
+        yield from container.logs(stream=True, follow=True)
+
+    def stop(self, name: str, timeout: float) -> None:
+        import docker.errors
+
+        try:
+            self._sdk_call(lambda: self.sdk.containers.get(name).stop(timeout=int(timeout)))
+        except docker.errors.NotFound:
+            return
+
+    def login(self, registry: str, username: str, password: str) -> None:
+        self.runner.stream(
+            [self.builder().client, "login", "--username", username, "--password-stdin", registry],
+            stdin=password.encode(),
+            hint="check that the docker CLI can write its config (~/.docker/config.json)",
+        )
+
+    @staticmethod
+    def _sdk_call(call: Callable[[], Any]) -> Any:
+        """Run one SDK call; a lost connection to the engine becomes ``DockerUnavailable``."""
+        import requests.exceptions
+
+        try:
+            return call()
+        except requests.exceptions.ConnectionError as exc:
+            raise DockerUnavailable(f"lost the connection to the Docker engine ({exc})", INSTALL_HINT) from None
+
+
+@functools.cache
+def default_engine() -> DockerEngine:
+    """The process's engine, created on first use."""
+    return DockerEngine()

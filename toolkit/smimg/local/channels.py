@@ -1,0 +1,52 @@
+"""A channel's local folder: a path or ``file://`` URI as it is, an ``s3://`` prefix downloaded once and cached."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from smimg.adapters import aws
+from smimg.errors import LocalError
+
+
+def resolve_channel(name: str, source: str, cache: Path, on_line: Callable[[str], None] | None = None) -> Path:
+    """A channel's local folder: a path or file:// URI as it is, an s3:// prefix downloaded once into ``cache``.
+
+    Raises:
+        LocalError: the path does not exist.
+        AwsError: the S3 download failed.
+    """
+    if source.startswith("s3://"):
+        return _download_s3(source, cache, on_line)
+    path = Path(source.removeprefix("file://")).expanduser().resolve()
+    if not path.exists():
+        raise LocalError(f"channel {name!r}: {path} does not exist", f"pass --input {name}=EXISTING_FOLDER")
+    return path
+
+
+def _download_s3(uri: str, cache: Path, on_line: Callable[[str], None] | None) -> Path:
+    target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if (target / ".complete").exists():
+        return target
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    s3 = aws.client("s3", None)
+    partial = target.with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    count = 0
+    for page in aws.paginate(s3, "list_objects_v2", f"list {uri}", Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            relative = key[len(prefix) :].lstrip("/") or Path(key).name
+            destination = partial / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            aws.download_file(s3, bucket, key, destination)
+            count += 1
+    if count == 0:
+        raise LocalError(f"nothing under {uri}", "check the bucket and prefix")
+    if on_line:
+        on_line(f"downloaded {count} objects from {uri} into {target}")
+    partial.rename(target)
+    (target / ".complete").touch()
+    return target

@@ -1,0 +1,129 @@
+"""A local job, from command-line style inputs: image, hosts, channels, hyperparameters, code, environment.
+
+``make_job`` checks and resolves what the user typed (``NAME=PATH|file://|s3://``, ``key=value``) into a frozen
+``LocalJob``, the input of the pure planner ``smimg.local.plan``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smimg import resources
+from smimg.errors import LocalError
+from smimg.local.channels import resolve_channel
+
+
+@dataclass(frozen=True)
+class LocalJob:
+    """What to run: an image, how many hosts, inputs (already local), hyperparameters, code and environment."""
+
+    image: str
+    instances: int = 1
+    channels: tuple[tuple[str, Path], ...] = ()
+    hyperparameters: tuple[tuple[str, Any], ...] = ()
+    source_dir: Path | None = None
+    entry_point: str | None = None
+    gpus: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    name: str = "smimg-local"
+
+
+def hyperparameter_value(text: str) -> Any:
+    """A ``--hp key=value`` value as the SDK would have it: JSON when it parses (3, 0.1, true, [1]), else text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def job_name(prefix: str = "smimg-local") -> str:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+    return f"{prefix}-{stamp}"
+
+
+def parse_pairs(items: Iterable[str], what: str) -> list[tuple[str, str]]:
+    """``KEY=VALUE`` strings to pairs.
+
+    Raises:
+        LocalError: an item without ``=``.
+    """
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LocalError(f"{what} {item!r} is not KEY=VALUE", f"write it as {what} name=value")
+        pairs.append((key, value))
+    return pairs
+
+
+def load_hyperparameters(path: Path | None, pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, Any], ...]:
+    """A JSON file of hyperparameters (optional), then ``--hp`` pairs over it.
+
+    Raises:
+        LocalError: the file is missing, not JSON, or not an object.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise LocalError(f"hyperparameter file {path} does not exist", "pass the path of a JSON object file")
+        try:
+            loaded = json.loads(path.read_text())
+        except ValueError as exc:
+            raise LocalError(f"hyperparameter file {path} is not JSON: {exc}", "write one JSON object") from None
+        if not isinstance(loaded, dict):
+            raise LocalError(f"hyperparameter file {path} holds no JSON object", 'write e.g. {"epochs": 3}')
+        values.update(loaded)
+    values.update((key, hyperparameter_value(value)) for key, value in pairs)
+    return tuple(sorted(values.items()))
+
+
+def make_job(
+    image: str,
+    *,
+    instances: int = 1,
+    inputs: Iterable[str] = (),
+    hyperparameters: Iterable[str] = (),
+    hyperparameter_file: Path | None = None,
+    source_dir: Path | None = None,
+    entry_point: str | None = None,
+    gpus: str | None = None,
+    env: Iterable[str] = (),
+    name: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> LocalJob:
+    """A job from command-line style inputs (``NAME=PATH|file://|s3://``, ``key=value``), checked and resolved.
+
+    Raises:
+        LocalError: a malformed pair, a missing path or hyperparameter file.
+    """
+    cache = resources.cache_dir() / "channels"
+    channels = tuple(
+        (key, resolve_channel(key, value, cache, on_line)) for key, value in parse_pairs(inputs, "--input")
+    )
+    if source_dir is not None:
+        source_dir = source_dir.expanduser().resolve()
+        if not source_dir.is_dir():
+            raise LocalError(f"--source-dir {source_dir} is not a folder", "pass the folder that holds your script")
+        if entry_point and not (source_dir / entry_point).is_file():
+            raise LocalError(f"--entry-point {entry_point} is not in {source_dir}", "name a script in --source-dir")
+    return LocalJob(
+        image=image,
+        instances=instances,
+        channels=channels,
+        hyperparameters=load_hyperparameters(hyperparameter_file, parse_pairs(hyperparameters, "--hp")),
+        source_dir=source_dir,
+        entry_point=entry_point,
+        gpus=gpus,
+        env=tuple(parse_pairs(env, "--env")),
+        name=name or job_name(),
+    )
+
+
+def default_run_dir(job: LocalJob) -> Path:
+    """Where a job's run folder goes unless the user names one."""
+    return resources.cache_dir() / "runs" / job.name

@@ -1,0 +1,168 @@
+"""Local mode's planner: a ``LocalJob`` becomes the run folder's files and a compose project of ``algo-1..N``. Pure.
+
+Each host gets the /opt/ml tree SageMaker creates (the contract's paths): resourceconfig, hyperparameters (JSON-
+encoded as the SDK sends them), inputdataconfig, channel mounts, model, output and checkpoints folders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from smimg.errors import LocalError
+from smimg.local.job import LocalJob
+from smimg_entrypoint import contract
+
+MAX_INSTANCES = 32
+SHM_SIZE = "8g"
+_CHANNEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    name: str
+    gpu_ids: tuple[str, ...]
+    files: tuple[tuple[str, str], ...]  # path inside the host's /opt/ml -> content
+    dirs: tuple[str, ...]  # folders inside the host's /opt/ml to create
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    job: LocalJob
+    run_dir: Path
+    project: str
+    hosts: tuple[HostPlan, ...]
+    compose: Mapping[str, Any] = field(hash=False)
+
+    @property
+    def compose_file(self) -> Path:
+        return self.run_dir / "docker-compose.yaml"
+
+    @property
+    def network(self) -> str:
+        return self.project
+
+    def compose_yaml(self) -> str:
+        return yaml.safe_dump(json.loads(json.dumps(self.compose)), sort_keys=False)
+
+    def host_dir(self, host: str) -> Path:
+        return self.run_dir / host
+
+    def container(self, host: str) -> str:
+        return container_name(self.project, host)
+
+
+def plan_job(job: LocalJob, run_dir: Path, available_gpus: Sequence[str] = ()) -> LocalPlan:
+    """Turn a job into the run folder's files and the compose project. Pure.
+
+    Raises:
+        LocalError: an invalid instance count, channel name or GPU request.
+    """
+    _check(job)
+    slices = _gpu_slices(job.gpus, job.instances, available_gpus)
+    hosts = [f"algo-{i}" for i in range(1, job.instances + 1)]
+    project = re.sub(r"[^a-z0-9-]", "-", job.name.lower())
+    host_plans = tuple(_host(job, host, hosts, gpu_ids) for host, gpu_ids in zip(hosts, slices, strict=True))
+    services = {h.name: _service(job, run_dir / h.name, h.name, project, h.gpu_ids) for h in host_plans}
+    spec = {"services": services, "networks": {"default": {"name": project}}}
+    return LocalPlan(job=job, run_dir=run_dir, project=project, hosts=host_plans, compose=spec)
+
+
+def _check(job: LocalJob) -> None:
+    if not 1 <= job.instances <= MAX_INSTANCES:
+        raise LocalError(
+            f"--instances {job.instances} is not a valid instance count", f"use 1 to {MAX_INSTANCES} instances"
+        )
+    for name, _ in job.channels:
+        if not _CHANNEL.match(name) or name == contract.CODE_DIR:
+            raise LocalError(f"channel name {name!r} is not valid", "use letters, digits, '-', '_' (e.g. train)")
+    if job.source_dir is not None and not job.entry_point:
+        raise LocalError("--source-dir needs --entry-point", "name the script to run, e.g. --entry-point train.py")
+
+
+def hyperparameters_json(job: LocalJob) -> dict[str, str]:
+    """``hyperparameters.json`` as the SDK writes it: every value JSON-encoded, script mode's keys added."""
+    values = dict(job.hyperparameters)
+    if job.source_dir is not None:
+        # What the SDK's local mode sends for local code: the program and where the mounted code is.
+        values[contract.HP_PROGRAM] = job.entry_point
+        values[contract.HP_SUBMIT_DIRECTORY] = contract.opt_ml(contract.CODE_DIR)
+    return {key: json.dumps(value) for key, value in sorted(values.items())}
+
+
+def _host(job: LocalJob, host: str, hosts: list[str], gpu_ids: tuple[str, ...]) -> HostPlan:
+    group = contract.DEFAULT_GROUP
+    resource = {
+        "current_host": host,
+        "current_group_name": group,
+        "current_instance_type": "local_gpu" if gpu_ids else "local",
+        "hosts": hosts,
+        "instance_groups": [{"instance_group_name": group, "instance_type": "local", "hosts": hosts}],
+        "network_interface_name": contract.DEFAULT_INTERFACE,
+    }
+    data_config = {
+        name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        for name, _ in job.channels
+    }
+    files = (
+        (contract.RESOURCE_CONFIG, json.dumps(resource, indent=2)),
+        (contract.HYPERPARAMETERS, json.dumps(hyperparameters_json(job), indent=2)),
+        (contract.INPUT_DATA_CONFIG, json.dumps(data_config, indent=2)),
+    )
+    channels = (f"{contract.DATA_DIR}/{name}" for name, _ in job.channels)
+    dirs = (contract.MODEL_DIR, contract.OUTPUT_DATA_DIR, contract.CHECKPOINTS_DIR, *channels)
+    return HostPlan(host, gpu_ids, files, dirs)
+
+
+def _service(job: LocalJob, host_dir: Path, host: str, project: str, gpu_ids: tuple[str, ...]) -> dict[str, Any]:
+    volumes = [f"{host_dir}:{contract.OPT_ML}"]
+    volumes += [f"{source}:{contract.opt_ml(contract.DATA_DIR)}/{name}:ro" for name, source in job.channels]
+    if job.source_dir is not None:
+        volumes.append(f"{job.source_dir}:{contract.opt_ml(contract.CODE_DIR)}:ro")
+    service: dict[str, Any] = {
+        "image": job.image,
+        "container_name": container_name(project, host),
+        "hostname": host,
+        "command": contract.TRAIN_COMMAND,
+        "shm_size": SHM_SIZE,
+        "environment": {contract.TRAINING_JOB_NAME_ENV: job.name, **dict(job.env)},
+        "volumes": volumes,
+        "networks": {"default": {"aliases": [host]}},
+    }
+    if gpu_ids:
+        device = {"driver": "nvidia", "device_ids": list(gpu_ids), "capabilities": ["gpu"]}
+        service["deploy"] = {"resources": {"reservations": {"devices": [device]}}}
+    return service
+
+
+def container_name(project: str, host: str) -> str:
+    return f"{project}-{host}"
+
+
+def _gpu_slices(gpus: str | None, instances: int, available: Sequence[str]) -> list[tuple[str, ...]]:
+    if gpus is None:
+        return [()] * instances
+    if gpus == "all":
+        wanted = len(available)
+    elif gpus.isdigit() and int(gpus) > 0:
+        wanted = int(gpus)
+    else:
+        raise LocalError(f"--gpus {gpus!r} is not valid", "use --gpus all, or a total count such as --gpus 4")
+    if wanted == 0 or wanted > len(available):
+        raise LocalError(
+            f"--gpus {gpus} asks for {wanted or 'all'} GPUs but this machine has {len(available)}",
+            "leave --gpus out to run on CPU, or ask for at most the GPUs `nvidia-smi -L` lists",
+        )
+    if wanted % instances:
+        raise LocalError(
+            f"{wanted} GPUs do not split evenly over {instances} instances",
+            "use a GPU count that is a multiple of --instances (SageMaker instances have equal GPUs)",
+        )
+    per = wanted // instances
+    return [tuple(available[i * per : (i + 1) * per]) for i in range(instances)]
