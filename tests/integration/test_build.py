@@ -139,6 +139,16 @@ def test_torch_requirement_is_refused_with_the_fix(tmp_path: Path, standin_image
     assert caught.value.hint.endswith("base_overrides: [torch] in smimg.yaml")
 
 
+def test_a_missing_package_names_it_with_pips_reason(tmp_path: Path, standin_image: str) -> None:
+    # Before the installer's report line, this said only "installing the requirements failed (pip exit 1)".
+    project = make_project(tmp_path, standin_image, "smimg-no-such-package-zz9==1.0\n")
+    with pytest.raises(BuildError) as caught:
+        build.build(load_spec(project))
+    assert caught.value.message.startswith("installing the requirements failed at smimg-no-such-package-zz9==1.0")
+    assert "pip: ERROR: No matching distribution found for smimg-no-such-package-zz9==1.0" in caught.value.message
+    assert "check the name and version of smimg-no-such-package-zz9==1.0" in caught.value.hint
+
+
 def test_cli_dry_run_json_and_render_out(project: Path, tmp_path: Path) -> None:
     import json
 

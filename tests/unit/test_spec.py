@@ -144,3 +144,20 @@ def test_push_section_is_checked(tmp_path: Path) -> None:
     )
     assert any(p.startswith("push.lifecycle.keep_last:") for p in schema), schema
     assert any(p.startswith("push.lifecycle.enabeld: unknown field") and "enabled" in p for p in schema), schema
+
+
+def test_values_that_would_inject_dockerfile_lines_or_leak_credentials_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text("")
+    (tmp_path / "smimg.yaml").write_text(
+        "name: x\nbase: {image: b:1}\n"
+        'code: {entry_point: "train.py\\nRUN touch /pwned-ep"}\n'
+        'pip: {index_url: "https://pypi.org/simple\\nRUN touch /pwned", '
+        'extra_index_urls: ["HTTPS://user:SECRET@host.example/simple"]}\n'
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(tmp_path)
+    found = [str(p) for p in caught.value.problems]
+    assert "code.entry_point: spans several lines (fix: name one script, or '-m package.module')" in found, found
+    assert any(p.startswith("pip.index_url: is not a single URL") for p in found), found
+    assert any(p.startswith("pip.extra_index_urls.0: holds credentials") for p in found), found

@@ -34,6 +34,8 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc|\.post|\.dev)[0-9]+)*$")
 _PLATFORM = re.compile(r"^linux/(amd64|arm64)$")
+# scheme://user[:password]@host, in any case: pip and urllib accept HTTPS:// as readily as https://
+_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]+@", re.IGNORECASE)
 _INDEX_OPTION = re.compile(r"^\s*(--index-url|-i|--extra-index-url|--trusted-host|--find-links|-f)\b")
 
 BLOCK_NAMES = ("after_system_packages", "after_requirements", "final")
@@ -247,63 +249,106 @@ def _known_fields(loc: tuple[Any, ...]) -> list[str]:
 
 def check(spec: ImageSpec, root: Path) -> list[Problem]:
     """The checks a schema cannot express. Pure apart from reading the files the spec names."""
-    problems: list[Problem] = []
-    add = problems.append
-
     if not _REPO_NAME.match(spec.name):
-        add(Problem("name", f"{spec.name!r} is not a valid repository name", "lowercase letters, digits, . _ - /"))
+        name = [Problem("name", f"{spec.name!r} is not a valid repository name", "lowercase letters, digits, . _ - /")]
+    else:
+        name = []
+    return [
+        *name,
+        *_check_base(spec),
+        *_check_packages(spec, root),
+        *_check_text(spec),
+        *_check_pip(spec.pip, root),
+        *_check_code(spec, root),
+        *_check_push(spec.push),
+        *(
+            Problem(f"blocks.{block}", "must not start a new stage (FROM)", "use RUN/ENV/COPY instructions")
+            for block, text in spec.blocks.items()
+            if re.search(r"(?im)^\s*FROM\s", text)
+        ),
+    ]
 
+
+def _check_base(spec: ImageSpec) -> list[Problem]:
     base = spec.base
     versions = {"transformers": base.transformers, "pytorch": base.pytorch, "python": base.python}
+    problems = []
     if base.image is not None:
         if any(v is not None for v in versions.values()):
-            add(Problem("base", "both base.image and framework versions are set", "keep one of them"))
+            problems.append(Problem("base", "both base.image and framework versions are set", "keep one of them"))
         if not refs.is_valid(base.image):
-            add(Problem("base.image", f"{base.image!r} is not a valid image reference", "e.g. repo/name:tag"))
-    else:
-        missing = [k for k, v in versions.items() if v is None]
-        if missing:
-            add(
-                Problem(
-                    "base",
-                    f"framework versions incomplete: {', '.join('base.' + m for m in missing)} missing",
-                    "set base.transformers, base.pytorch and base.python, or base.image",
-                )
+            problems.append(
+                Problem("base.image", f"{base.image!r} is not a valid image reference", "e.g. repo/name:tag")
             )
+    elif missing := [k for k, v in versions.items() if v is None]:
+        problems.append(
+            Problem(
+                "base",
+                f"framework versions incomplete: {', '.join('base.' + m for m in missing)} missing",
+                "set base.transformers, base.pytorch and base.python, or base.image",
+            )
+        )
     if spec.accelerate is not None and not _VERSION.match(spec.accelerate):
-        add(Problem("accelerate", f"{spec.accelerate!r} is not a version", "e.g. 1.14.0"))
+        problems.append(Problem("accelerate", f"{spec.accelerate!r} is not a version", "e.g. 1.14.0"))
+    return problems
 
+
+def _check_packages(spec: ImageSpec, root: Path) -> list[Problem]:
+    problems = []
     for i, req in enumerate(spec.requirements):
         problems.extend(_check_requirements_file(f"requirements.{i}", root / req))
     for i, line in enumerate(spec.packages):
         if (problem := _requirement_problem(line)) is not None:
-            add(Problem(f"packages.{i}", problem, "write one PEP 508 specifier, e.g. 'datasets>=3.0'"))
+            problems.append(Problem(f"packages.{i}", problem, "write one PEP 508 specifier, e.g. 'datasets>=3.0'"))
     for i, name in enumerate(spec.base_overrides):
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*\*?$", name):
-            add(Problem(f"base_overrides.{i}", f"{name!r} is not a package name", "e.g. torchvision or nvidia-*"))
-
+            problems.append(
+                Problem(f"base_overrides.{i}", f"{name!r} is not a package name", "e.g. torchvision or nvidia-*")
+            )
     for i, pkg in enumerate(spec.system_packages):
         if not _SYSTEM_PACKAGE.match(pkg):
-            add(Problem(f"system_packages.{i}", f"{pkg!r} is not a package name", "one apt/dnf name, e.g. git-lfs"))
+            problems.append(
+                Problem(f"system_packages.{i}", f"{pkg!r} is not a package name", "one apt/dnf name, e.g. git-lfs")
+            )
+    return problems
+
+
+def _check_text(spec: ImageSpec) -> list[Problem]:
+    """Values that land in Dockerfile instructions or labels: one line each."""
+    problems = []
     for key, value in spec.env.items():
         if not _ENV_KEY.match(key):
-            add(Problem(f"env.{key}", "not a valid variable name", "letters, digits and _ only"))
-        if "\n" in value or "\r" in value:
-            add(Problem(f"env.{key}", "value spans several lines", "use a single-line value"))
+            problems.append(Problem(f"env.{key}", "not a valid variable name", "letters, digits and _ only"))
+        if _multiline(value):
+            problems.append(Problem(f"env.{key}", "value spans several lines", "use a single-line value"))
     for key, value in spec.labels.items():
         if not _LABEL_KEY.match(key):
-            add(Problem(f"labels.{key}", "not a valid label key", "e.g. com.example.team"))
-        if "\n" in value:
-            add(Problem(f"labels.{key}", "value spans several lines", "use a single-line value"))
+            problems.append(Problem(f"labels.{key}", "not a valid label key", "e.g. com.example.team"))
+        if _multiline(value):
+            problems.append(Problem(f"labels.{key}", "value spans several lines", "use a single-line value"))
     if not _PLATFORM.match(spec.platform):
-        add(Problem("platform", f"{spec.platform!r} is not supported", "SageMaker training runs linux/amd64"))
+        problems.append(
+            Problem("platform", f"{spec.platform!r} is not supported", "SageMaker training runs linux/amd64")
+        )
+    return problems
 
-    pip = spec.pip
-    for field, url in [("pip.index_url", pip.index_url)] + [
+
+def _multiline(text: str) -> bool:
+    return any(ch in text for ch in "\n\r")
+
+
+def _check_pip(pip: PipSpec, root: Path) -> list[Problem]:
+    problems = []
+    urls = [("pip.index_url", pip.index_url)] + [
         (f"pip.extra_index_urls.{i}", u) for i, u in enumerate(pip.extra_index_urls)
-    ]:
-        if url is not None and re.match(r"^[a-z+]+://[^/@]+@", url):
-            add(
+    ]
+    for field, url in urls:
+        if url is None:
+            continue
+        if _multiline(url) or " " in url:
+            problems.append(Problem(field, "is not a single URL", "write one URL without spaces or line breaks"))
+        if _CREDENTIALS.match(url):
+            problems.append(
                 Problem(
                     field,
                     "holds credentials, which would end up in the image",
@@ -312,37 +357,54 @@ def check(spec: ImageSpec, root: Path) -> list[Problem]:
             )
     for field, var in (("pip.index_url_env", pip.index_url_env), ("pip.extra_index_url_env", pip.extra_index_url_env)):
         if var is not None and not _ENV_KEY.match(var):
-            add(Problem(field, f"{var!r} is not an environment variable name", "e.g. PIP_INDEX_URL"))
+            problems.append(Problem(field, f"{var!r} is not an environment variable name", "e.g. PIP_INDEX_URL"))
     if pip.ca_bundle is not None and not (root / pip.ca_bundle).is_file():
-        add(Problem("pip.ca_bundle", f"file {root / pip.ca_bundle} does not exist", "give the path of a PEM file"))
+        problems.append(
+            Problem("pip.ca_bundle", f"file {root / pip.ca_bundle} does not exist", "give the path of a PEM file")
+        )
+    return problems
 
-    if spec.code is not None:
-        src = root / spec.code.source_dir
-        if not src.is_dir():
-            add(Problem("code.source_dir", f"folder {src} does not exist", "create it or fix the path"))
-        elif not spec.code.entry_point.startswith("-m ") and not (src / spec.code.entry_point).is_file():
-            add(
-                Problem(
-                    "code.entry_point",
-                    f"{spec.code.entry_point} not found in {src}",
-                    "name a script inside code.source_dir, or '-m package.module'",
-                )
+
+def _check_code(spec: ImageSpec, root: Path) -> list[Problem]:
+    if spec.code is None:
+        return []
+    src = root / spec.code.source_dir
+    entry = spec.code.entry_point
+    if _multiline(entry):
+        return [Problem("code.entry_point", "spans several lines", "name one script, or '-m package.module'")]
+    if not src.is_dir():
+        return [Problem("code.source_dir", f"folder {src} does not exist", "create it or fix the path")]
+    problems = []
+    if not entry.startswith("-m ") and not (src / entry).is_file():
+        problems.append(
+            Problem(
+                "code.entry_point",
+                f"{entry} not found in {src}",
+                "name a script inside code.source_dir, or '-m package.module'",
             )
-        if src.is_dir() and (src / "opt" / "ml").exists():
-            add(Problem("code.source_dir", "contains opt/ml", "SageMaker reserves /opt/ml; keep code out of it"))
+        )
+    if (src / "opt" / "ml").exists():
+        problems.append(
+            Problem("code.source_dir", "contains opt/ml", "SageMaker reserves /opt/ml; keep code out of it")
+        )
+    return problems
 
-    push = spec.push
+
+def _check_push(push: PushSpec) -> list[Problem]:
+    problems = []
     if push.repository is not None and not _REPO_NAME.match(push.repository):
-        add(Problem("push.repository", f"{push.repository!r} is not a valid repository name", "e.g. team/trainer"))
+        problems.append(
+            Problem("push.repository", f"{push.repository!r} is not a valid repository name", "e.g. team/trainer")
+        )
     if push.registry is not None and not _REGISTRY.match(push.registry):
-        add(Problem("push.registry", f"{push.registry!r} is not a registry", "host[:port][/namespace], no scheme"))
+        problems.append(
+            Problem("push.registry", f"{push.registry!r} is not a registry", "host[:port][/namespace], no scheme")
+        )
     for i, tag in enumerate(push.mutable_tags):
         if not re.match(r"^[\w][\w.*-]{0,127}$", tag):
-            add(Problem(f"push.mutable_tags.{i}", f"{tag!r} is not a tag or tag pattern", "e.g. latest or dev-*"))
-
-    for name, text in spec.blocks.items():
-        if re.search(r"(?im)^\s*FROM\s", text):
-            add(Problem(f"blocks.{name}", "must not start a new stage (FROM)", "use RUN/ENV/COPY instructions"))
+            problems.append(
+                Problem(f"push.mutable_tags.{i}", f"{tag!r} is not a tag or tag pattern", "e.g. latest or dev-*")
+            )
     return problems
 
 

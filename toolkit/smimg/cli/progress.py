@@ -6,6 +6,7 @@ import re
 import sys
 from types import TracebackType
 
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.status import Status
 
@@ -42,18 +43,19 @@ class BuildView:
             err.print(line, markup=False, highlight=False)
             return
         assert self.status is not None
+        # BuildKit's text is full of brackets ("[2/9] RUN ...", "[/bin/sh -c ...]"): never read as markup.
         if match := _STEP.match(line):
             self.steps[match[1]] = match[2]
-            self.status.update(match[2][:100])
+            self.status.update(escape(match[2][:100]))
         elif match := _STATE.match(line):
             step = self.steps.get(match[1])
             if step and not step.startswith("[internal]"):
                 state = match[2]
                 mark = "[red]✗[/]" if state.startswith("ERROR") else "[green]✓[/]"
-                err.print(f"{mark} {step[:100]} [dim]{state.lower()}[/]", highlight=False)
+                err.print(f"{mark} {escape(step[:100])} [dim]{escape(state.lower())}[/]", highlight=False)
         elif match := _OUTPUT.match(line):
             step = self.steps.get(match[1], "")
-            self.status.update(f"{step[:60]} [dim]{match[2][:60]}[/]")
+            self.status.update(f"{escape(step[:60])} [dim]{escape(match[2][:60])}[/]")
         elif not line.startswith("#"):
             err.print(line, markup=False, highlight=False)
 
