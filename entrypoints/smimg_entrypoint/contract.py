@@ -57,12 +57,18 @@ CONSOLE_SCRIPTS = {
 TRAIN_COMMAND = "train"  # what SageMaker passes as the container's argument
 
 # --- launchers ---------------------------------------------------------------------------------------------------
-LAUNCHERS = ("torchrun", "accelerate", "python")
-DEFAULT_LAUNCHER = "torchrun"
-BOOL_STYLES = ("value", "flag")
+TORCHRUN = "torchrun"
+ACCELERATE = "accelerate"
+PYTHON_LAUNCHER = "python"
+LAUNCHERS = (TORCHRUN, ACCELERATE, PYTHON_LAUNCHER)
+DEFAULT_LAUNCHER = TORCHRUN
+BOOL_VALUE = "value"  # --flag True / --flag False, the toolkit's style
+BOOL_FLAG = "flag"  # a bare --flag for True, nothing for False (argparse store_true)
+BOOL_STYLES = (BOOL_VALUE, BOOL_FLAG)
 
 # --- hyperparameters the platform, the SDK or smimg reserve: they configure the launch, never reach the script --
-RESERVED_PREFIXES = ("sagemaker_", "smimg_")
+SAGEMAKER_PREFIX = "sagemaker_"  # the platform's and the SDK's
+RESERVED_PREFIXES = (SAGEMAKER_PREFIX, "smimg_")
 RESERVED_KEYS = ("_tuning_objective_metric", "default_user_module_name")
 HP_PROGRAM = "sagemaker_program"
 HP_SUBMIT_DIRECTORY = "sagemaker_submit_directory"
@@ -72,7 +78,8 @@ HP_LOG_LEVEL = "sagemaker_container_log_level"
 
 # --- smimg settings: each has a reserved hyperparameter (per job) and an SMIMG_* variable (per image or host) ----
 # The hyperparameter wins over the variable, the variable over the default.
-LAUNCHER = ("smimg_launcher", "SMIMG_LAUNCHER")
+LAUNCHER_ENV = "SMIMG_LAUNCHER"  # the image's default launcher, from the spec
+LAUNCHER = ("smimg_launcher", LAUNCHER_ENV)
 BOOL_STYLE = ("smimg_bool_style", "SMIMG_BOOL_STYLE")
 MASTER_PORT = ("smimg_master_port", "SMIMG_MASTER_PORT")
 NPROC_PER_NODE = ("smimg_nproc_per_node", "SMIMG_NPROC_PER_NODE")

@@ -10,9 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from smimg_entrypoint.contract import BOOL_STYLE, BOOL_STYLES, RESERVED_KEYS, RESERVED_PREFIXES
-
-VALUE, FLAG = BOOL_STYLES
+from smimg_entrypoint.contract import BOOL_FLAG, BOOL_STYLE, BOOL_STYLES, BOOL_VALUE, RESERVED_KEYS, RESERVED_PREFIXES
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ def split(decoded: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return user, reserved
 
 
-def to_args(user: Mapping[str, Any], bool_style: str = VALUE) -> list[str]:
+def to_args(user: Mapping[str, Any], bool_style: str = BOOL_VALUE) -> list[str]:
     """``--key value`` pairs in sorted key order, as sagemaker-training orders them.
 
     Booleans: ``value`` gives ``--flag True``/``--flag False`` (what the toolkit and HfArgumentParser expect);
@@ -65,7 +63,7 @@ def to_args(user: Mapping[str, Any], bool_style: str = VALUE) -> list[str]:
         value = user[key]
         name = f"--{key}"
         if isinstance(value, bool):
-            if bool_style == FLAG:
+            if bool_style == BOOL_FLAG:
                 if value:
                     args.append(name)
                 continue

@@ -7,6 +7,7 @@ share fate with the other nodes, and write /opt/ml/output/failure from the faili
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -220,7 +221,7 @@ class Job:
             log(f"stopped by {signal.Signals(self.stop_signal).name} (launcher exit {rc})", plan.node_rank)
             self._close_peers()
             return 128 + self.stop_signal
-        if rc != 0 and self.peer_failure is None and plan.nnodes > 1 and _is_echo(root_cause(plan.log_dir)):
+        if rc != 0 and self.peer_failure is None and plan.nnodes > 1 and _is_echo(self.failing_rank):
             # This node's rank died of a peer's death (the collective lost its connection) and often exits before
             # the peer's entrypoint has reported: give the report a moment so the root cause is blamed, not the echo.
             with contextlib.suppress(queue.Empty):
@@ -300,13 +301,18 @@ class Job:
         if failure is not None and rc in (0, -15, 143, 1) and failure.host != here:
             reason = f"{contract.PEER_FAILURE_PREFIX}{failure.host} failed: {failure.reason}"
         else:
-            reason = f"ExitCode {rc} on {here} {root_cause(plan.log_dir) or 'no traceback captured'}"
+            reason = f"ExitCode {rc} on {here} {self.failing_rank or 'no traceback captured'}"
         write_failure(self.paths, reason)
         log(f"job failed: {reason.splitlines()[0][:300]}", plan.node_rank)
         if self.worker is not None:
             self.worker.report(False, reason[-contract.FAILURE_LIMIT :])
         if self.master is not None:
             self.master.abort(PeerFailure(plan.master_host, reason[-contract.FAILURE_LIMIT :]))
+
+    @functools.cached_property
+    def failing_rank(self) -> str | None:
+        """The failing rank's traceback tail, read from torchrun's logs once the launcher has exited."""
+        return root_cause(self.plan.log_dir)
 
     def _close_peers(self) -> None:
         if self.master is not None:

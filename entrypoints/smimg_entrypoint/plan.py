@@ -15,9 +15,7 @@ from pathlib import PurePosixPath
 from smimg_entrypoint import contract
 from smimg_entrypoint.cluster import Cluster, Paths, group_hosts
 from smimg_entrypoint.hyperparameters import Hyperparameters, to_args
-from smimg_entrypoint.settings import ACCELERATE, PYTHON, TORCHRUN, PlanError, Settings
-
-SAGEMAKER_PREFIX = contract.RESERVED_PREFIXES[0]  # the platform's and the SDK's, not smimg's
+from smimg_entrypoint.settings import PlanError, Settings
 
 
 @dataclass(frozen=True)
@@ -163,12 +161,12 @@ def plan_launch(
     """
     paths = paths or Paths()
     topology = plan_topology(cluster, hyperparameters.reserved, settings.host_addresses)
-    launcher = settings.launcher if topology.distributed else PYTHON
+    launcher = settings.launcher if topology.distributed else contract.PYTHON_LAUNCHER
     nproc = settings.nproc_per_node or devices.gpus or devices.neuron_cores or 1
     script_args = tuple(to_args(hyperparameters.user, settings.bool_style))
-    if launcher == TORCHRUN:
+    if launcher == contract.TORCHRUN:
         argv = _torchrun_argv(topology, nproc, settings.master_port, code, log_dir)
-    elif launcher == ACCELERATE:
+    elif launcher == contract.ACCELERATE:
         argv = _accelerate_argv(topology, nproc, settings.master_port, code, devices)
     else:
         argv = _python_argv(code)
@@ -206,7 +204,7 @@ def _target(code: Code) -> list[str]:
 
 def _torchrun_argv(topology: Topology, nproc: int, master_port: int, code: Code, log_dir: str) -> list[str]:
     return [
-        TORCHRUN,
+        contract.TORCHRUN,
         # Per-rank logs (and "[rankN]:" prefixes on the console) let the failure file name the failing rank.
         "--log-dir",
         log_dir,
@@ -230,7 +228,7 @@ def _accelerate_argv(topology: Topology, nproc: int, master_port: int, code: Cod
     processes = nproc * len(topology.hosts)
     target = _target(code)
     return [
-        ACCELERATE,
+        contract.ACCELERATE,
         "launch",
         "--num_machines",
         str(len(topology.hosts)),
@@ -249,7 +247,7 @@ def _accelerate_argv(topology: Topology, nproc: int, master_port: int, code: Cod
 
 
 def _python_argv(code: Code) -> list[str]:
-    return [PYTHON, *_target(code)]
+    return [contract.PYTHON_LAUNCHER, *_target(code)]
 
 
 def _launch_env(
@@ -321,7 +319,7 @@ def sm_environment(
         "SM_USER_ENTRY_POINT": entry,
         "SM_MODULE_NAME": module,
         "SM_MODULE_DIR": code.fetch_from or code.directory,
-        "SM_FRAMEWORK_PARAMS": _dumps({k: v for k, v in reserved.items() if k.startswith(SAGEMAKER_PREFIX)}),
+        "SM_FRAMEWORK_PARAMS": _dumps({k: v for k, v in reserved.items() if k.startswith(contract.SAGEMAKER_PREFIX)}),
         "SM_LOG_LEVEL": str(reserved.get(contract.HP_LOG_LEVEL, 20)),
         "SM_DISTRIBUTION_HOSTS": _dumps(list(hosts)),
     }

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from smimg_entrypoint import contract
-from smimg_entrypoint.hyperparameters import VALUE
 
-TORCHRUN, ACCELERATE, PYTHON = contract.LAUNCHERS
 DEFAULT_MASTER_PORT = 7777  # what sagemaker-training and SDK v3 use
 STOP_GRACE = 110.0  # SIGKILL this long after SIGTERM: SageMaker kills the container at 120 s
 ABORT_GRACE = 15.0
@@ -64,7 +62,7 @@ class Settings:
             PlanError: an unsupported distribution, an unknown launcher or bool style, or a value of the wrong kind.
         """
         launcher = _launcher(reserved, environ)
-        bool_style = _choice(contract.BOOL_STYLE, reserved, environ, contract.BOOL_STYLES, VALUE)
+        bool_style = _choice(contract.BOOL_STYLE, reserved, environ, contract.BOOL_STYLES, contract.BOOL_VALUE)
         master_port = _integer(contract.MASTER_PORT, reserved, environ, DEFAULT_MASTER_PORT)
         nproc = _integer(contract.NPROC_PER_NODE, reserved, environ, None)
         if nproc is not None and nproc < 1:
@@ -114,7 +112,7 @@ def _launcher(reserved: Mapping[str, object], environ: Mapping[str, str]) -> str
             )
     # The SDK's torch_distributed means torchrun whatever the image's default launcher is.
     if _truthy(reserved.get(contract.HP_TORCH_DISTRIBUTED)):
-        return TORCHRUN
+        return contract.TORCHRUN
     return _choice(contract.LAUNCHER, reserved, environ, contract.LAUNCHERS, contract.DEFAULT_LAUNCHER)
 
 

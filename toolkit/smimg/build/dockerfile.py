@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import jinja2
-from smimg_entrypoint import contract
 
 from smimg.resources import images_dir
+from smimg_entrypoint import contract
 
 TEMPLATE = "Dockerfile.j2"
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smimg_entrypoint import contract
-
 from smimg import __version__
 from smimg.build.dockerfile import render_dockerfile
 from smimg.build.wheel import entrypoint_wheel
@@ -24,6 +22,7 @@ from smimg.engine import Builder
 from smimg.errors import BuildError
 from smimg.resources import images_dir
 from smimg.spec import BLOCK_NAMES, ImageSpec, LoadedSpec
+from smimg_entrypoint import contract
 
 CONTENT_TAG_LENGTH = 12
 
@@ -179,7 +178,9 @@ def _requirement_files(loaded: LoadedSpec, secrets: tuple[Secret, ...]) -> list[
         files.append(ContextFile(f"smimg/requirements/requirements-{i}.txt", source=loaded.root / req))
         args += ["-r", f"{contract.REQUIREMENTS_DIR}/requirements-{i}.txt"]
     if spec.packages:
-        files.append(ContextFile("smimg/requirements/packages.txt", data="".join(f"{p}\n" for p in spec.packages).encode()))
+        files.append(
+            ContextFile("smimg/requirements/packages.txt", data="".join(f"{p}\n" for p in spec.packages).encode())
+        )
         args += ["-r", f"{contract.REQUIREMENTS_DIR}/packages.txt"]
     ids = {secret.id for secret in secrets}
     instructions = {
@@ -222,6 +223,7 @@ def _template_context(
     spec = loaded.spec
     mounts = ["--mount=type=cache,target=/root/.cache/pip"] if builder.buildkit else []
     mounts += [f"--mount=type=secret,id={s.id}" for s in secrets]
+    blocks: dict[str, str] = {str(name): text for name, text in spec.blocks.items()}
     return {
         "smimg_version": __version__,
         "source": Path(loaded.source).name,
@@ -229,7 +231,7 @@ def _template_context(
         # Cache and secret mounts need BuildKit; the legacy builder would reject the syntax.
         "run_mounts": "".join(f"{m} \\\n    " for m in mounts),
         "system_packages": sorted(spec.system_packages),
-        "blocks": {name: {str(k): v for k, v in spec.blocks.items()}.get(name, "") for name in BLOCK_NAMES},
+        "blocks": {name: blocks.get(name, "") for name in BLOCK_NAMES},
         "env": sorted(spec.env.items()),
         "code": spec.code if spec.code is not None and spec.code.bake else None,
         "launcher": spec.launcher,
@@ -245,9 +247,7 @@ def _content_hash(spec: ImageSpec, base_ref: str, base_digest: str | None, files
     return digest.hexdigest()
 
 
-def _labels(
-    spec: ImageSpec, content_hash: str, base_ref: str, base_digest: str | None
-) -> tuple[tuple[str, str], ...]:
+def _labels(spec: ImageSpec, content_hash: str, base_ref: str, base_digest: str | None) -> tuple[tuple[str, str], ...]:
     labels = {
         contract.LABEL_OCI_TITLE: spec.name,
         contract.LABEL_OCI_VERSION: content_tag_of(content_hash),

@@ -17,13 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from smimg_entrypoint import contract
-
 from smimg.adapters.docker_engine import default_engine
 from smimg.adapters.runner import Runner
 from smimg.engine import Engine
 from smimg.errors import StandinError
 from smimg.resources import images_dir
+from smimg_entrypoint import contract
 
 STANDIN_REF = "smimg-standin:latest"
 HASH_LABEL = contract.LABEL_STANDIN_INPUTS

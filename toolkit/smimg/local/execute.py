@@ -157,9 +157,8 @@ def run(
     )
 
 
-def _follow_logs(plan: LocalPlan, engine: Engine, say: Callable[[str], None]) -> list[threading.Thread]:
-    """One thread per host prints its container's lines as ``algo-2 | ...``."""
-    width = max(len(h.name) for h in plan.hosts)
+def _follow_logs(plan: LocalPlan, engine: Engine, say: Callable[[str], None], width: int) -> list[threading.Thread]:
+    """One thread per host prints its container's lines as ``algo-2 | ...``, host names padded to ``width``."""
     lock = threading.Lock()
 
     def follow(name: str) -> None:
@@ -182,9 +181,9 @@ def _follow_logs(plan: LocalPlan, engine: Engine, say: Callable[[str], None]) ->
 
 def supervise(plan: LocalPlan, engine: Engine, say: Callable[[str], None], poll: float = 0.2) -> list[HostResult]:
     """Wait for every host; after the first failure the others get ``STOP_GRACE`` seconds, then are stopped."""
-    threads = _follow_logs(plan, engine, say)
     names = [h.name for h in plan.hosts]
     width = max(len(name) for name in names)
+    threads = _follow_logs(plan, engine, say, width)
     ended: dict[str, ContainerState] = {}
     stopped: set[str] = set()
     deadline: float | None = None
