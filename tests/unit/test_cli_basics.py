@@ -3,10 +3,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from smimg import __version__
 from smimg.cli.main import app
+from tests.conftest import smimg_cli
 
 runner = CliRunner()
 
@@ -27,3 +29,21 @@ def test_help_lists_commands_and_runs_from_any_folder(tmp_path: object) -> None:
     )
     assert "SageMaker" in proc.stdout
     assert "dev" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["local", "run", "-n", "abc"], "Invalid value for '--instances' / '-n'"),
+        (["build", "--no-such-flag"], "No such option: --no-such-flag"),
+        (["push", "--no-such-flag"], "No such option: --no-such-flag"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+        (["inspect"], "Missing argument 'image'"),
+    ],
+)
+def test_usage_mistakes_get_a_message_not_a_traceback(args: list[str], says: str) -> None:
+    proc = smimg_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert says in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 5, proc.stderr

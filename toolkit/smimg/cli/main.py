@@ -13,6 +13,11 @@ from smimg import __version__
 from smimg.cli import build, console, dev, local, push
 from smimg.errors import SmimgError
 
+try:  # typer vendors click from 0.26 on; before, it used click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException  # type: ignore[assignment]
+
 app = typer.Typer(
     name="smimg",
     help=(
@@ -68,6 +73,11 @@ def main() -> None:
             console.err.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
         raise SystemExit(exc.exit_code) from None
     except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except ClickException as exc:
+        # A usage mistake (bad value, unknown option or command, missing argument): click's own short message
+        # and usage line, as standalone mode would print them, not a traceback.
+        exc.show()
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         console.err.print("interrupted")
