@@ -115,7 +115,22 @@ def test_compose_only_writes_the_per_host_tree(image: str, data: Path, tmp_path:
     assert list(compose["services"]) == ["algo-1", "algo-2", "algo-3"]
     for i, name in enumerate(compose["services"], start=1):
         service = compose["services"][name]
-        assert service["volumes"][:2] == [f"{run}/{name}:/opt/ml", f"{data}:/opt/ml/input/data/train:ro"]
+        assert service["volumes"][:2] == [
+            {
+                "type": "bind",
+                "source": f"{run}/{name}",
+                "target": "/opt/ml",
+                "read_only": False,
+                "bind": {"propagation": "rprivate"},
+            },
+            {
+                "type": "bind",
+                "source": str(data),
+                "target": "/opt/ml/input/data/train",
+                "read_only": True,
+                "bind": {"propagation": "rprivate"},
+            },
+        ]
         config = run / name / "input" / "config"
         resource = json.loads((config / "resourceconfig.json").read_text())
         assert (resource["current_host"], resource["hosts"]) == (f"algo-{i}", ["algo-1", "algo-2", "algo-3"])

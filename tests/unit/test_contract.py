@@ -69,7 +69,7 @@ def test_a_local_job_round_trips_into_the_entrypoints_launch_plan(tmp_path: Path
     assert json.loads(launch.env["SM_CHANNELS"]) == ["eval", "train"]
     assert launch.env["SM_CHANNEL_TRAIN"] == str(paths.data / "train")
     service = plan.compose["services"]["algo-2"]
-    mounts = {volume.split(":")[1] for volume in service["volumes"]}
+    mounts = {volume["target"] for volume in service["volumes"]}
     assert {str(Path(contract.OPT_ML) / contract.DATA_DIR / name) for name in ("train", "eval")} <= mounts
     assert service["command"] == contract.TRAIN_COMMAND
 

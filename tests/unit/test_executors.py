@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 
 import smimg.local.execute as local_executor
+import smimg.local.results as local_results
 import smimg.ship.execute as push_executor
 from smimg import build, local, ship
 from smimg.adapters import registry
 from smimg.adapters.compose import Compose
 from smimg.build.explain import explain_failure
 from smimg.engine import Image
-from smimg.errors import BuildError, DockerUnavailable, PushError, RegistryAuthError
+from smimg.errors import BuildError, CommandError, DockerUnavailable, LocalError, PushError, RegistryAuthError
 from smimg.spec import PushSpec, load_spec
 from smimg_entrypoint import contract
-from tests.fakes import FakeContainer, FakeEngine, FakeRegistry, FakeRunner, write_failure
+from tests.fakes import FakeContainer, FakeEngine, FakeRegistry, FakeRunner
 
 IMAGE_ID = "sha256:" + "1" * 64
 DIGEST = "sha256:" + "d" * 64
@@ -161,7 +162,11 @@ def test_build_reuses_an_existing_content_tag_and_explains_a_failed_one(tmp_path
 # --- local mode -------------------------------------------------------------------------------------------------
 
 
-def local_job(tmp_path: Path, containers: dict[str, FakeContainer]) -> tuple[local.LocalPlan, FakeEngine, FakeRunner]:
+def local_job(
+    tmp_path: Path, containers: dict[str, FakeContainer], writes: dict[str, str] | None = None
+) -> tuple[local.LocalPlan, FakeEngine, FakeRunner]:
+    """A job whose fake `compose up` starts ``containers`` and writes ``writes`` (path in the run folder → text)
+    as the containers would; `compose down` removes the project's containers and network."""
     engine = FakeEngine(images={"job:1": Image(IMAGE_ID)})
     job = local.LocalJob(image="job:1", instances=len(containers), name="fake-job")
     plan = local.plan_job(job, tmp_path / "run")
@@ -169,8 +174,20 @@ def local_job(tmp_path: Path, containers: dict[str, FakeContainer]) -> tuple[loc
     def compose_acts(argv: Sequence[str]) -> None:
         if "up" in argv:
             engine.containers.update({plan.container(host): c for host, c in containers.items()})
+            engine.networks.add(plan.network)
+            for relative, text in (writes or {}).items():
+                (plan.run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+                (plan.run_dir / relative).write_text(text)
+        if "down" in argv:
+            for host in plan.hosts:
+                engine.containers.pop(plan.container(host.name), None)
+            engine.networks.discard(plan.network)
 
     return plan, engine, FakeRunner(compose_acts)
+
+
+def compose(runner: FakeRunner) -> Compose:
+    return Compose(("docker", "compose"), "2", runner)
 
 
 def compose_verbs(runner: FakeRunner) -> list[str]:
@@ -182,8 +199,9 @@ def test_the_first_failure_stops_the_other_hosts(tmp_path: Path, monkeypatch: py
     # Left alone, algo-1 and algo-3 would succeed after 20 polls: only the stop makes them 143.
     hosts = {"algo-1": FakeContainer(polls=20), "algo-2": FakeContainer(exit_code=3, polls=2)}
     hosts["algo-3"] = FakeContainer(polls=20)
-    plan, engine, runner = local_job(tmp_path, hosts)
-    write_failure(plan.run_dir, "algo-2", "ValueError: rank 3 was told to fail")
+    plan, engine, runner = local_job(
+        tmp_path, hosts, {f"algo-2/{contract.FAILURE_FILE}": "ValueError: rank 3 was told to fail"}
+    )
     result = local.run(
         plan, output=tmp_path / "out", keep=True, engine=engine, compose=Compose(("docker", "compose"), "2", runner)
     )
@@ -200,10 +218,8 @@ def test_the_first_failure_stops_the_other_hosts(tmp_path: Path, monkeypatch: py
 
 
 def test_success_packages_the_merged_model(tmp_path: Path) -> None:
-    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer(), "algo-2": FakeContainer(polls=3)})
-    for host, name in (("algo-1", "a.bin"), ("algo-2", "b.bin")):
-        (plan.run_dir / host / "model").mkdir(parents=True)
-        (plan.run_dir / host / "model" / name).write_text(host)
+    writes = {"algo-1/model/a.bin": "algo-1", "algo-2/model/b.bin": "algo-2"}
+    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer(), "algo-2": FakeContainer(polls=3)}, writes)
     result = local.run(
         plan, output=tmp_path / "out", engine=engine, compose=Compose(("docker", "compose"), "2", runner)
     )
@@ -227,16 +243,95 @@ def test_every_exit_path_cleans_up(tmp_path: Path, fault: BaseException) -> None
     assert not plan.run_dir.exists()
 
 
-def test_a_name_clash_is_refused_before_anything_starts(tmp_path: Path) -> None:
-    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()})
+def test_a_rerun_clears_what_an_interrupted_run_of_its_name_left_and_keeps_its_results(tmp_path: Path) -> None:
+    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()}, {"algo-1/model/new.bin": "new"})
+    # What a run killed mid-way leaves: a stopped container, the network, a run folder with a checkpoint.
+    engine.containers[plan.container("algo-1")] = FakeContainer(polls=0)
     engine.networks.add(plan.network)
-    with pytest.raises(Exception, match="network named fake-job already exists"):
-        local.run(plan, output=tmp_path / "out", engine=engine, compose=Compose(("docker", "compose"), "2", runner))
+    local.write_run_dir(plan)
+    (plan.run_dir / "algo-1" / "checkpoints" / "step-9.pt").write_text("old")
+    lines: list[str] = []
+    result = local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner), on_line=lines.append)
+    assert result.ok and compose_verbs(runner) == ["down", "up", "down"]
+    [kept] = [p for p in tmp_path.iterdir() if p.name.startswith("run.")]
+    assert (kept / "algo-1" / "checkpoints" / "step-9.pt").read_text() == "old"
+    assert any(str(kept) in line for line in lines) and not plan.run_dir.exists()
+    with tarfile.open(tmp_path / "out" / "model.tar.gz") as archive:
+        assert archive.getnames() == ["new.bin"]  # nothing of the earlier run mixed in
+
+
+def test_a_running_container_of_the_name_or_a_live_run_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()})
+    engine.containers[plan.container("algo-1")] = FakeContainer(polls=10**6)
+    with pytest.raises(LocalError, match="running outside smimg's control: fake-job-algo-1"):
+        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
     assert runner.commands == [] and not plan.run_dir.exists()
+    del engine.containers[plan.container("algo-1")]
+    with local_executor.job_lock(plan), pytest.raises(LocalError, match="already running here"):
+        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
+    assert runner.commands == []
+
+
+def test_a_run_folder_smimg_did_not_make_is_refused_never_removed(tmp_path: Path) -> None:
+    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()})
+    plan.run_dir.mkdir()
+    (plan.run_dir / "thesis.tex").write_text("years of work")
+    with pytest.raises(LocalError, match="is not one smimg made"):
+        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
+    assert (plan.run_dir / "thesis.tex").read_text() == "years of work" and runner.commands == []
+
+
+@pytest.mark.parametrize("blocker", ["file", "parent-file", "earlier-results"])
+def test_a_bad_output_is_refused_before_the_job_starts(tmp_path: Path, blocker: str) -> None:
+    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()})
+    output = {"file": tmp_path / "f", "parent-file": tmp_path / "f" / "out", "earlier-results": tmp_path / "old"}[
+        blocker
+    ]
+    if blocker == "earlier-results":
+        output.mkdir()
+        (output / "model.tar.gz").write_text("an earlier job's model")
+    else:
+        (tmp_path / "f").write_text("a file")
+    with pytest.raises(LocalError, match="--output"):
+        local.run(plan, output=output, engine=engine, compose=compose(runner))
+    assert runner.commands == [] and not plan.run_dir.exists()
+
+
+def test_results_that_cannot_be_written_keep_the_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()}, {"algo-1/model/m.bin": "weights"})
+
+    def full_disk(*_: object) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(local_results, "_merged_tar", full_disk)
+    with pytest.raises(LocalError, match=f"kept in {plan.run_dir}"):
+        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
+    assert (plan.run_dir / "algo-1" / "model" / "m.bin").read_text() == "weights"
+    assert compose_verbs(runner) == ["up", "down"]
+
+
+def test_a_lost_engine_names_what_is_left_and_the_command_that_removes_it(tmp_path: Path) -> None:
+    plan, engine, started = local_job(tmp_path, {"algo-1": FakeContainer(polls=10**6)}, {"algo-1/output/data/m": "1"})
+
+    def lose_engine(argv: Sequence[str]) -> None:
+        if "up" in argv:
+            assert started.on_stream is not None
+            started.on_stream(argv)
+            engine.lost = True
+        if "down" in argv:
+            raise CommandError(list(argv), 1, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock")
+
+    with pytest.raises(LocalError) as caught:
+        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(FakeRunner(lose_engine)))
+    assert "the Docker engine stopped answering" in caught.value.message
+    assert "Cannot connect to the Docker daemon" in caught.value.message
+    assert "docker rm -f fake-job-algo-1 && docker network rm fake-job" in caught.value.hint
+    with tarfile.open(tmp_path / "out" / "output.tar.gz") as archive:
+        assert "data/m" in archive.getnames()  # results saved although the engine is gone
 
 
 def test_the_root_cause_is_the_host_that_blames_no_peer() -> None:
     echo = local.HostResult("algo-1", 1, "peer algo-2 failed: ValueError: boom", False, "2026-11-21T00:00:01Z")
     root = local.HostResult("algo-2", 1, "ExitCode 1 on algo-2 local rank 1: ValueError: boom", False, "T00:00:02Z")
-    result = local.LocalResult("j", 1.0, (echo, root), None, None, None)
+    result = local.LocalResult("j", 1.0, (echo, root), None, None, None, None)
     assert result.failed == root

@@ -12,6 +12,7 @@ from smimg.errors import LocalError
 from smimg.local import job as local_job
 
 RUN = Path("/runs/job-1")
+BIND = {"propagation": "rprivate"}
 
 
 def test_two_gpu_hosts_with_a_channel_code_and_hyperparameters() -> None:
@@ -36,7 +37,17 @@ def test_two_gpu_hosts_with_a_channel_code_and_hyperparameters() -> None:
         "command": "train",
         "shm_size": "8g",
         "environment": {"TRAINING_JOB_NAME": "Job-1", "WANDB_MODE": "offline"},
-        "volumes": ["/runs/job-1/algo-2:/opt/ml", "/data/train:/opt/ml/input/data/train:ro", "/src:/opt/ml/code:ro"],
+        "volumes": [
+            {"type": "bind", "source": "/runs/job-1/algo-2", "target": "/opt/ml", "read_only": False, "bind": BIND},
+            {
+                "type": "bind",
+                "source": "/data/train",
+                "target": "/opt/ml/input/data/train",
+                "read_only": True,
+                "bind": BIND,
+            },
+            {"type": "bind", "source": "/src", "target": "/opt/ml/code", "read_only": True, "bind": BIND},
+        ],
         "networks": {"default": {"aliases": ["algo-2"]}},
         "deploy": {
             "resources": {

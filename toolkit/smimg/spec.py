@@ -27,15 +27,19 @@ else:  # pragma: no cover
 SPEC_FILE = "smimg.yaml"
 PYPROJECT = "pyproject.toml"
 
-_REPO_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_REGISTRY = re.compile(r"^[a-zA-Z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_SYSTEM_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_:~=-]*$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc|\.post|\.dev)[0-9]+)*$")
-_PLATFORM = re.compile(r"^linux/(amd64|arm64)$")
+_REPO_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\Z")
+_REGISTRY = re.compile(r"^[a-zA-Z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\Z")
+_SYSTEM_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_:~=-]*\Z")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*\Z")
+_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc|\.post|\.dev)[0-9]+)*\Z")
+_PLATFORM = re.compile(r"^linux/(amd64|arm64)\Z")
 # scheme://user[:password]@host, in any case: pip and urllib accept HTTPS:// as readily as https://
-_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]+@", re.IGNORECASE)
+_CREDENTIALS_FIX = (
+    "it would be baked into the image: serve the package from an index named by pip.index_url_env (or "
+    "pip.extra_index_url_env), whose URL may hold credentials and reaches the build only as a secret"
+)
+_URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*)://([^/@\s]+)@", re.IGNORECASE)
 _INDEX_OPTION = re.compile(r"^\s*(--index-url|-i|--extra-index-url|--trusted-host|--find-links|-f)\b")
 
 BLOCK_NAMES = ("after_system_packages", "after_requirements", "final")
@@ -77,7 +81,13 @@ class CodeSpec(_Model):
     source_dir: Path = Path("src")
     entry_point: str = "train.py"
     bake: bool = Field(True, description="Copy the code into the image; false: deliver it at run time.")
-    exclude: tuple[str, ...] = ("__pycache__", "*.pyc", ".git", ".venv")
+    exclude: tuple[str, ...] = Field(
+        (),
+        description=(
+            "More gitignore-style patterns to keep out of the image, after smimg's defaults (.git/, .venv/, "
+            "__pycache__/, *.pyc, smimg-output/) and the folder's .gitignore and .dockerignore; !pattern re-includes."
+        ),
+    )
 
 
 class LifecycleSpec(_Model):
@@ -137,18 +147,22 @@ def find_spec_file(folder: Path) -> Path | None:
     if (folder / SPEC_FILE).is_file():
         return folder / SPEC_FILE
     pyproject = folder / PYPROJECT
-    if pyproject.is_file() and "smimg" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+    if pyproject.is_file() and "smimg" in _toml(pyproject).get("tool", {}):
         return pyproject
     return None
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(str(path), [Problem("(file)", f"not valid TOML: {exc}", "fix the line named above")]) from None
 
 
 def read_raw(path: Path) -> dict[str, Any]:
     """The spec's raw mapping from a YAML file or a pyproject's ``[tool.smimg]``."""
     if path.name == PYPROJECT:
-        try:
-            table = tomllib.loads(path.read_text()).get("tool", {}).get("smimg")
-        except tomllib.TOMLDecodeError as exc:
-            raise SpecError(str(path), [Problem("(file)", f"not valid TOML: {exc}")]) from exc
+        table = _toml(path).get("tool", {}).get("smimg")
         if not isinstance(table, dict):
             raise SpecError(str(path), [Problem("tool.smimg", "missing", "add a [tool.smimg] table")])
         return table
@@ -231,7 +245,22 @@ def _from_pydantic(error: Mapping[str, Any]) -> Problem:
         return Problem(loc, "required field is missing", "add it")
     if kind == "literal_error":
         return Problem(loc, error["msg"], "use one of the listed values")
-    return Problem(loc, error["msg"])
+    return Problem(loc, f"{error['msg']} (got {error.get('input')!r})", _TYPE_FIXES.get(kind, _TYPE_FIX))
+
+
+_TYPE_FIXES = {
+    "tuple_type": "write a list, e.g. [a, b] (or one item per '- ' line in YAML)",
+    "list_type": "write a list, e.g. [a, b] (or one item per '- ' line in YAML)",
+    "dict_type": "write a mapping of key: value lines",
+    "model_type": "write a mapping of its fields (see `smimg init`'s smimg.yaml)",
+    "string_type": "write text; quote it if YAML reads it as a number or boolean",
+    "bool_type": "write true or false",
+    "bool_parsing": "write true or false",
+    "int_type": "write a whole number",
+    "int_parsing": "write a whole number",
+    "greater_than_equal": "use a larger number",
+}
+_TYPE_FIX = "see the field table in the README, or `smimg init` for a valid smimg.yaml"
 
 
 def _known_fields(loc: tuple[Any, ...]) -> list[str]:
@@ -298,10 +327,12 @@ def _check_packages(spec: ImageSpec, root: Path) -> list[Problem]:
     for i, req in enumerate(spec.requirements):
         problems.extend(_check_requirements_file(f"requirements.{i}", root / req))
     for i, line in enumerate(spec.packages):
-        if (problem := _requirement_problem(line)) is not None:
+        if has_credentials(line):
+            problems.append(Problem(f"packages.{i}", "holds credentials in a URL", _CREDENTIALS_FIX))
+        elif (problem := _requirement_problem(line)) is not None:
             problems.append(Problem(f"packages.{i}", problem, "write one PEP 508 specifier, e.g. 'datasets>=3.0'"))
     for i, name in enumerate(spec.base_overrides):
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*\*?$", name):
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*\*?\Z", name):
             problems.append(
                 Problem(f"base_overrides.{i}", f"{name!r} is not a package name", "e.g. torchvision or nvidia-*")
             )
@@ -333,6 +364,15 @@ def _check_text(spec: ImageSpec) -> list[Problem]:
     return problems
 
 
+def has_credentials(text: str) -> bool:
+    """Whether any URL in ``text`` carries a password or token, in any spelling of its scheme.
+
+    ``git+ssh://git@host`` names an SSH user, not a secret; any other user part (``https://TOKEN@``,
+    ``user:pass@``) would be copied into the image's layers, history and package list.
+    """
+    return any(":" in userinfo or "ssh" not in scheme.lower() for scheme, userinfo in _URL_USERINFO.findall(text))
+
+
 def _multiline(text: str) -> bool:
     return any(ch in text for ch in "\n\r")
 
@@ -347,7 +387,7 @@ def _check_pip(pip: PipSpec, root: Path) -> list[Problem]:
             continue
         if _multiline(url) or " " in url:
             problems.append(Problem(field, "is not a single URL", "write one URL without spaces or line breaks"))
-        if _CREDENTIALS.match(url):
+        if has_credentials(url):
             problems.append(
                 Problem(
                     field,
@@ -401,7 +441,7 @@ def _check_push(push: PushSpec) -> list[Problem]:
             Problem("push.registry", f"{push.registry!r} is not a registry", "host[:port][/namespace], no scheme")
         )
     for i, tag in enumerate(push.mutable_tags):
-        if not re.match(r"^[\w][\w.*-]{0,127}$", tag):
+        if not re.match(r"^[\w][\w.*-]{0,127}\Z", tag):
             problems.append(
                 Problem(f"push.mutable_tags.{i}", f"{tag!r} is not a tag or tag pattern", "e.g. latest or dev-*")
             )
@@ -435,6 +475,8 @@ def _check_requirements_file(field: str, path: Path) -> list[Problem]:
                     "move it to pip.index_url, or pip.index_url_env when it holds credentials",
                 )
             )
+        elif has_credentials(stripped):
+            problems.append(Problem(f"{field} ({path.name}:{number})", "holds credentials in a URL", _CREDENTIALS_FIX))
         elif re.match(r"^\s*(-r|-c|--requirement|--constraint)\b", stripped):
             problems.append(
                 Problem(

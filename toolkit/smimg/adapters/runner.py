@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from smimg import interrupts
 from smimg.errors import CommandError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,36 @@ class Completed:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+
+STOP_TIMEOUT = 10.0
+
+
+def _pump(
+    proc: subprocess.Popen[bytes], stdin: bytes | None, lines: list[str], on_line: Callable[[str], None] | None
+) -> int:
+    if stdin is not None and proc.stdin is not None:
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode("utf-8", errors="replace").rstrip("\n")
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
+    return proc.wait()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a child smimg is abandoning (interrupted, or its output could not be handled): TERM, then KILL."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class Runner:
@@ -60,20 +91,19 @@ class Runner:
                 stderr=subprocess.STDOUT,
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
+                # Its own session: a Ctrl-C at the terminal reaches smimg alone, which then decides how the child
+                # ends (a build is cancelled, a clean-up runs to its end) instead of both dying mid-way.
+                start_new_session=True,
             )
         except OSError as exc:
             raise CommandError(list(argv), 127, str(exc), hint) from None
         with proc:
-            if stdin is not None and proc.stdin is not None:
-                proc.stdin.write(stdin)
-                proc.stdin.close()
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.decode("utf-8", errors="replace").rstrip("\n")
-                lines.append(line)
-                if on_line is not None:
-                    on_line(line)
-            returncode = proc.wait()
+            try:
+                returncode = _pump(proc, stdin, lines, on_line)
+            except BaseException:
+                with interrupts.shielded(lambda _signum: None):
+                    _stop(proc)
+                raise
         output = "\n".join(lines)
         if returncode != 0:
             raise CommandError(list(argv), returncode, output, hint)

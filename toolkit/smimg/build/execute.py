@@ -6,11 +6,14 @@ The pure half is ``smimg.build.plan``; this module is the executor. It talks to 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from smimg.build.bases import ResolvedBase, resolve_base
 from smimg.build.explain import explain_failure
 from smimg.build.plan import BuildPlan, plan_build
 from smimg.engine import Engine, Image
-from smimg.errors import BaseImageError, BuildError, CommandError
+from smimg.errors import BaseImageError, BuildError, CommandError, DockerUnavailable
 from smimg.refs import ImageRef
 from smimg.spec import LoadedSpec, load_spec
 
@@ -53,12 +56,20 @@ def base_digest(
 ) -> tuple[str, str | None]:
     """The reference to build FROM (pinned by repo digest when it has one) and the digest itself.
 
-    Pulls the base when it is not local and ``pull`` is set, logging in to ECR first for DLC bases.
+    Pulls the base when it is not local and ``pull`` is set, logging in to ECR first for DLC bases. Without
+    ``pull`` (render, dry runs) no engine is needed: the plan then lacks the digest, and ``on_line`` hears so.
 
     Raises:
         BaseImageError: the base is not local and cannot be pulled.
     """
-    image = engine.image(base.ref)
+    try:
+        image = engine.image(base.ref)
+    except DockerUnavailable:
+        if pull:
+            raise
+        if on_line:
+            on_line("no Docker engine answers: planned without the base's digest (a build's content tag may differ)")
+        return base.ref, None
     if image is None and pull:
         _pull(base, engine, on_line)
         image = engine.image(base.ref)
@@ -105,10 +116,15 @@ def prepare(
         base_ref=ref,
         base_digest=digest,
         builder=engine.builder(),
-        context_dir=context_dir or resources.cache_dir() / "contexts" / loaded.spec.name.replace("/", "_"),
+        context_dir=context_dir or _private_context_dir(loaded.spec.name),
         extra_tags=extra_tags,
         ca_bundle=Path(ca_env) if ca_env and Path(ca_env).is_file() else None,
     )
+
+
+def _private_context_dir(name: str) -> Path:
+    """A context folder no other build uses: two builds at once must never read each other's files."""
+    return resources.cache_dir() / "contexts" / f"{name.replace('/', '_')}-{uuid.uuid4().hex[:12]}"
 
 
 def current_tag(loaded: LoadedSpec, engine: Engine | None = None) -> str:
@@ -154,8 +170,20 @@ def build(
 
 
 def execute(plan: BuildPlan, engine: Engine, *, on_line: Callable[[str], None] | None = None) -> None:
-    """Write the context and run the plan's build; secrets held in environment variables go to private files."""
-    write_context(plan)
+    """Write the plan's private context, run its build, and remove the context whatever happens."""
+    try:
+        write_context(plan)
+        with _secret_files(plan) as files:
+            engine.build(list(plan.argv_with(files)), plan.builder.env(), on_line)
+    except CommandError as exc:
+        raise BuildError(*explain_failure(exc.output)) from None
+    finally:
+        shutil.rmtree(plan.context_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _secret_files(plan: BuildPlan) -> Iterator[dict[str, Path]]:
+    """Secrets held in environment variables, in 0600 files that live only as long as the build."""
     with tempfile.TemporaryDirectory(prefix="smimg-secrets-") as secret_dir:
         files: dict[str, Path] = {}
         for secret in plan.secrets:
@@ -170,24 +198,48 @@ def execute(plan: BuildPlan, engine: Engine, *, on_line: Callable[[str], None] |
             path = files[secret.id] = Path(secret_dir) / secret.id
             path.touch(mode=0o600)
             path.write_text(value)
-        try:
-            engine.build(list(plan.argv_with(files)), plan.builder.env(), on_line)
-        except CommandError as exc:
-            raise BuildError(*explain_failure(exc.output)) from None
+        yield files
 
 
 def write_context(plan: BuildPlan, folder: Path | None = None) -> Path:
-    """Write the plan's context files into ``folder`` (default the plan's context_dir), replacing what is there."""
+    """Write the plan's context files into ``folder`` (default the plan's context_dir).
+
+    Raises:
+        BuildError: ``folder`` holds something other than a context smimg wrote, or a file changed since the
+            plan hashed it (its content tag would name other content).
+    """
     target = folder or plan.context_dir
-    if target.exists():
-        shutil.rmtree(target)
+    _claim(target)
     for context_file in plan.files:
+        data = context_file.content()
+        if hashlib.sha256(data).hexdigest() != context_file.sha256:
+            raise BuildError(
+                f"{context_file.source} changed while smimg was building",
+                "run the build again once the file is saved; the image would not match its content tag",
+            )
         path = target / context_file.dest
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(context_file.content())
+        path.write_bytes(data)
         if context_file.source is not None and context_file.source.stat().st_mode & 0o111:
             path.chmod(0o755)
     return target
+
+
+def _claim(target: Path) -> None:
+    """Make ``target`` an empty folder, removing only a context smimg wrote before (never a user's folder)."""
+    if target.is_dir() and any(target.iterdir()):
+        if not (target / "Dockerfile").is_file() or not (target / "smimg" / "installer.py").is_file():
+            raise BuildError(
+                f"{target} is not empty and holds no build context smimg wrote",
+                "name a new or empty folder (smimg replaces only a context it wrote)",
+            )
+        shutil.rmtree(target)
+    elif target.exists() and not target.is_dir():
+        raise BuildError(f"{target} is a file, not a folder", "name a new or empty folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"cannot create {target}: {exc.strerror}", "name a folder you can write") from None
 
 
 def _result(plan: BuildPlan, image: Image | None, *, built: bool, started: float) -> BuildResult:

@@ -7,15 +7,15 @@ runs.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from smimg import __version__
+from smimg.build.code import code_paths
 from smimg.build.dockerfile import render_dockerfile
 from smimg.build.wheel import entrypoint_wheel
 from smimg.engine import Builder
@@ -34,6 +34,13 @@ class ContextFile:
     dest: str
     data: bytes | None = None
     source: Path | None = None
+    sha256: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        # Hashed once, when planned: the content tag is made of these digests, and the executor writes a file
+        # only when its bytes still have this digest (a file edited mid-build must not get a tag that lies).
+        if not self.sha256:
+            object.__setattr__(self, "sha256", hashlib.sha256(self.content()).hexdigest())
 
     def content(self) -> bytes:
         if self.data is not None:
@@ -243,7 +250,7 @@ def _content_hash(spec: ImageSpec, base_ref: str, base_digest: str | None, files
     for item in (__version__, spec.platform, base_ref, base_digest or "", json.dumps(sorted(spec.labels.items()))):
         digest.update(item.encode() + b"\0")
     for context_file in files:
-        digest.update(context_file.dest.encode() + b"\0" + hashlib.sha256(context_file.content()).digest())
+        digest.update(context_file.dest.encode() + b"\0" + bytes.fromhex(context_file.sha256))
     return digest.hexdigest()
 
 
@@ -264,15 +271,7 @@ def _labels(spec: ImageSpec, content_hash: str, base_ref: str, base_digest: str 
 
 
 def _code_files(root: Path, exclude: Iterable[str]) -> list[ContextFile]:
-    patterns = tuple(exclude)
-    files = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(fnmatch.fnmatch(part, pat) for part in rel.parts for pat in patterns):
-            continue
-        if path.is_file():
-            files.append(ContextFile(f"code/{rel.as_posix()}", source=path))
-    return files
+    return [ContextFile(f"code/{rel.as_posix()}", source=root / rel) for rel in code_paths(root, exclude)]
 
 
 def _full_tag(name: str, tag: str) -> str:

@@ -62,7 +62,7 @@ def render_command(
     Resolves the base from the spec's framework versions offline; nothing is pulled or built.
     """
     loaded = load(spec, base=base, name=name, accelerate=accelerate)
-    plan = build_lib.prepare(loaded, pull=False, context_dir=out)
+    plan = build_lib.prepare(loaded, pull=False, context_dir=out, on_line=console.line_printer())
     if out is None:
         console.out.print(plan.dockerfile, markup=False, end="")
         return

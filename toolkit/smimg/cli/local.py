@@ -70,7 +70,9 @@ def run_command(
     Each host gets the /opt/ml tree SageMaker creates (resourceconfig, hyperparameters, inputdataconfig, channels
     mounted read-only, model, output, checkpoints) and runs `train`, as on SageMaker. Logs are interleaved with a
     host prefix; when one host fails the others are stopped, the command exits non-zero and prints the failure
-    reason. Containers and network are removed afterwards, even on Ctrl-C.
+    reason. However the job ends (Ctrl-C and SIGTERM included) its containers and network are removed and its
+    results saved to --output: model.tar.gz (on success), output.tar.gz, and checkpoints/ when any were written.
+    A rerun with the same --job-name first clears what an interrupted run left.
 
     Example: `smimg local run -n 2 --input train=./data --hp epochs=1`
     """
@@ -109,6 +111,8 @@ def run_command(
             console.err.print(f"  model:  {result.model}")
         if result.output:
             console.err.print(f"  output: {result.output}")
+        if result.checkpoints:
+            console.err.print(f"  checkpoints: {result.checkpoints}")
         if result.run_dir:
             console.err.print(f"  run folder kept: {result.run_dir}")
     failed = result.failed

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated
+import signal
+from typing import Annotated, NoReturn
 
 import typer
 from rich.markup import escape
 
-from smimg import __version__
+from smimg import __version__, interrupts
 from smimg.cli import build, console, dev, local, push
 from smimg.errors import SmimgError
 
@@ -62,8 +63,16 @@ def root(
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
 
 
+def _interrupted() -> NoReturn:
+    """Exit as a process killed by the signal would report it: 128 + its number (130 for Ctrl-C)."""
+    signum = interrupts.first_signal() or signal.SIGINT
+    console.err.print(f"interrupted ({signal.Signals(signum).name})")
+    raise SystemExit(128 + signum) from None
+
+
 def main() -> None:
     """Console entry point: SmimgError becomes a red message and exit 1; anything else is a bug."""
+    interrupts.install()
     try:
         # Without standalone mode click returns typer.Exit's code instead of exiting with it.
         code = app(standalone_mode=False)
@@ -80,10 +89,11 @@ def main() -> None:
         exc.show()
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
-        console.err.print("interrupted")
-        raise SystemExit(130) from None
+        _interrupted()
     except typer.Abort:
         console.err.print("aborted")
         raise SystemExit(130) from None
+    if code == 130:  # typer's answer to a KeyboardInterrupt, which our SIGTERM and SIGHUP are too
+        _interrupted()
     if isinstance(code, int) and code:
         raise SystemExit(code)

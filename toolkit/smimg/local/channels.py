@@ -28,12 +28,15 @@ def resolve_channel(name: str, source: str, cache: Path, on_line: Callable[[str]
 
 def _download_s3(uri: str, cache: Path, on_line: Callable[[str], None] | None) -> Path:
     target = cache / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if (target / ".complete").exists():
+    # The marker sits beside the folder, not in it: the folder is mounted as the channel, every file in it data.
+    complete = target.with_suffix(".complete")
+    if complete.exists() and target.is_dir():
         return target
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     s3 = aws.client("s3", None)
     partial = target.with_suffix(".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
     count = 0
     for page in aws.paginate(s3, "list_objects_v2", f"list {uri}", Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
@@ -48,5 +51,5 @@ def _download_s3(uri: str, cache: Path, on_line: Callable[[str], None] | None) -
     if on_line:
         on_line(f"downloaded {count} objects from {uri} into {target}")
     partial.rename(target)
-    (target / ".complete").touch()
+    complete.touch()
     return target

@@ -7,22 +7,25 @@ containers and network whatever happens. Docker is reached only through the engi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
-import tarfile
-import tempfile
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smimg import images
+from smimg import images, interrupts, resources
 from smimg.adapters.compose import Compose, find_compose
 from smimg.adapters.docker_engine import default_engine
 from smimg.adapters.runner import Runner
 from smimg.engine import ContainerState, Engine
-from smimg.errors import LocalError
+from smimg.errors import DockerUnavailable, LocalError, SmimgError
+from smimg.local import results
 from smimg.local.plan import LocalPlan
 from smimg_entrypoint import contract
 
@@ -71,6 +74,7 @@ class LocalResult:
     hosts: tuple[HostResult, ...]
     model: Path | None
     output: Path | None
+    checkpoints: Path | None
     run_dir: Path | None
 
     @property
@@ -86,39 +90,90 @@ class LocalResult:
         return failed[0] if failed else None
 
     def as_dict(self) -> dict[str, Any]:
+        paths = {"model": self.model, "output": self.output, "checkpoints": self.checkpoints, "run_dir": self.run_dir}
         return {
             "job_name": self.job_name,
             "ok": self.ok,
             "seconds": round(self.seconds, 2),
             "hosts": [h.__dict__ for h in self.hosts],
-            "model": str(self.model) if self.model else None,
-            "output": str(self.output) if self.output else None,
-            "run_dir": str(self.run_dir) if self.run_dir else None,
+            **{key: str(path) if path else None for key, path in paths.items()},
         }
 
 
-def prepare(plan: LocalPlan, engine: Engine, compose: Compose | None = None) -> Compose:
-    """Check what a run needs before anything starts, and write the run folder.
+def prepare(plan: LocalPlan, engine: Engine, compose: Compose | None, say: Callable[[str], None]) -> Compose:
+    """Check what a run needs before anything starts, clear an earlier run's leftovers, write the run folder.
+
+    Call it holding the job's lock (``job_lock``): then a container or network of this name is no live job's.
 
     Raises:
         ImageNotFound: the image is not local.
-        LocalError: no compose, or a network or container of the same name exists.
+        LocalError: no compose; a container of this name runs (started outside this machine's smimg runs), or
+            the run folder is not one smimg made.
     """
     images.require(plan.job.image, "to run", "build it with `smimg build` (local mode never pulls)", engine)
     tool = compose or find_compose()
-    if engine.network_exists(plan.network):
+    running = [name for name in _existing(plan, engine) if not _stopped(engine, name)]
+    if running:
         raise LocalError(
-            f"a Docker network named {plan.network} already exists",
-            f"remove it (`docker network rm {plan.network}`) or choose another --job-name",
+            f"job {plan.job.name}'s containers are running outside smimg's control: {', '.join(running)}",
+            f"stop them (`{_removal_command(plan, running)}`) or choose another --job-name",
         )
-    for host in plan.hosts:
-        if engine.container_exists(plan.container(host.name)):
-            raise LocalError(
-                f"a container named {plan.container(host.name)} already exists",
-                f"remove it (`docker rm -f {plan.container(host.name)}`) or choose another --job-name",
-            )
+    _set_aside_run_dir(plan, say)
     write_run_dir(plan)
+    if _existing(plan, engine) or engine.network_exists(plan.network):
+        say(f"smimg: removing what an earlier run of {plan.job.name} left behind")
+        tool.down(plan.project, plan.compose_file)
     return tool
+
+
+def _existing(plan: LocalPlan, engine: Engine) -> list[str]:
+    return [plan.container(h.name) for h in plan.hosts if engine.container_exists(plan.container(h.name))]
+
+
+def _stopped(engine: Engine, container: str) -> bool:
+    return engine.container_state(container).status not in {"running", "restarting", "paused"}
+
+
+def _set_aside_run_dir(plan: LocalPlan, say: Callable[[str], None]) -> None:
+    """An earlier run folder of this job is kept (renamed) when it holds results, else removed; a folder smimg
+    did not make is refused, never removed."""
+    run_dir = plan.run_dir
+    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+        return
+    if not (plan.compose_file.is_file() and plan.host_dir(plan.hosts[0].name).is_dir()):
+        raise LocalError(
+            f"run folder {run_dir} exists and is not one smimg made", "pass a new folder to --run-dir, or leave it out"
+        )
+    if results.holds_results(plan):
+        kept = run_dir.with_name(f"{run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(kept)
+        say(f"smimg: an earlier run of {plan.job.name} left results; its folder is kept as {kept}")
+    else:
+        shutil.rmtree(run_dir)
+
+
+@contextlib.contextmanager
+def job_lock(plan: LocalPlan) -> Iterator[None]:
+    """Held while a job runs: two runs of one job name would share containers, network and run folder.
+
+    Raises:
+        LocalError: another smimg process on this machine runs a job of this name.
+    """
+    locks = resources.cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"local-{plan.project}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise LocalError(
+                f"a job named {plan.job.name} is already running here (smimg pid {handle.read().strip() or '?'})",
+                "wait for it to end, or choose another --job-name",
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 def run(
@@ -130,31 +185,77 @@ def run(
     compose: Compose | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> LocalResult:
-    """Run a planned job to the end; containers and network are removed whatever happens (Ctrl-C included).
+    """Run a planned job to the end, then save its results to ``output``, however it ends.
+
+    Containers and network are removed on success, failure, Ctrl-C, SIGTERM and SIGHUP (``interrupts``); the
+    removal and the saving of results cannot be cut short by another signal. The run folder is removed only once
+    the results are safely in ``output``.
 
     Raises:
-        ImageNotFound, LocalError: the job could not start.
+        ImageNotFound, LocalError: the job could not start, or its clean-up failed (naming what is left).
     """
     say = on_line or (lambda _line: None)
     engine = engine or default_engine()
-    tool = prepare(plan, engine, compose)
-    started = time.monotonic()
-    try:
-        tool.up(plan.project, plan.compose_file)
-        hosts = supervise(plan, engine, say)
-        model, out = _package(plan, output, success=all(h.exit_code == 0 for h in hosts))
-    finally:
-        tool.down(plan.project, plan.compose_file)
-        if not keep:
-            shutil.rmtree(plan.run_dir, ignore_errors=True)
+    results.check_output(output)
+    with job_lock(plan):
+        tool = prepare(plan, engine, compose, say)
+        started = time.monotonic()
+        hosts: list[HostResult] = []
+        try:
+            tool.up(plan.project, plan.compose_file)
+            hosts = supervise(plan, engine, say)
+        finally:
+            with interrupts.shielded(lambda _signum: say(_CLEANING)):
+                saved = _finish(plan, tool, output, success=bool(hosts) and all(h.exit_code == 0 for h in hosts))
+                if sys.exc_info()[1] is not None:
+                    say(f"smimg: containers and network removed; the job's output is saved in {output}")
+                if not keep:
+                    shutil.rmtree(plan.run_dir, ignore_errors=True)
     return LocalResult(
         job_name=plan.job.name,
         seconds=time.monotonic() - started,
         hosts=tuple(hosts),
-        model=model,
-        output=out,
+        model=saved.model,
+        output=saved.output,
+        checkpoints=saved.checkpoints,
         run_dir=plan.run_dir if keep else None,
     )
+
+
+_CLEANING = "smimg: removing the job's containers and network and saving its results; this takes seconds"
+
+
+def _finish(plan: LocalPlan, tool: Compose, output: Path, *, success: bool) -> results.Saved:
+    """Remove the compose project, then save results even when the removal failed (the files are on this host).
+
+    Raises:
+        LocalError: the removal failed (naming what is left and the command that removes it), or the results
+            could not be saved (naming the run folder that keeps them).
+    """
+    cause = sys.exc_info()[1]
+    try:
+        tool.down(plan.project, plan.compose_file)
+        removal_error = None
+    except LocalError as exc:
+        removal_error = exc
+    saved = results.save(plan, output, success=success)
+    if removal_error is not None:
+        lost = isinstance(cause, DockerUnavailable)
+        first = ""
+        if isinstance(cause, SmimgError):
+            first = f"the Docker engine stopped answering ({cause.message}); " if lost else f"{cause.message}\nthen "
+        names = [plan.container(h.name) for h in plan.hosts]
+        raise LocalError(
+            f"{first}could not remove job {plan.job.name}'s containers {', '.join(names)} and network "
+            f"{plan.network} ({removal_error.message.splitlines()[-1].strip()}); results are in {output}",
+            f"{'once the engine answers, ' if lost else ''}remove them: `{_removal_command(plan, names)}` "
+            f"(a rerun with --job-name {plan.job.name} does it too)",
+        )
+    return saved
+
+
+def _removal_command(plan: LocalPlan, containers: Sequence[str]) -> str:
+    return f"docker rm -f {' '.join(containers)} && docker network rm {plan.network}"
 
 
 def _follow_logs(plan: LocalPlan, engine: Engine, say: Callable[[str], None], width: int) -> list[threading.Thread]:
@@ -216,36 +317,18 @@ def _failure(host_dir: Path) -> str | None:
     return path.read_text(errors="replace").strip() or None if path.is_file() else None
 
 
-def _package(plan: LocalPlan, output: Path, *, success: bool) -> tuple[Path | None, Path]:
-    """model.tar.gz (hosts' model folders merged, as SDK local mode does) on success; output.tar.gz always."""
-    output.mkdir(parents=True, exist_ok=True)
-    model = None
-    if success:
-        model = _merged_tar([plan.host_dir(h.name) / contract.MODEL_DIR for h in plan.hosts], output / "model.tar.gz")
-    outputs = [plan.host_dir(h.name) / contract.OUTPUT_DIR for h in plan.hosts]
-    return model, _merged_tar(outputs, output / "output.tar.gz")
-
-
-def _merged_tar(folders: Sequence[Path], target: Path) -> Path:
-    with tempfile.TemporaryDirectory(prefix="smimg-merge-") as tmp:
-        for folder in folders:
-            if folder.is_dir():
-                shutil.copytree(folder, tmp, dirs_exist_ok=True)
-        with tarfile.open(target, "w:gz") as archive:
-            for item in sorted(Path(tmp).iterdir()):
-                archive.add(item, arcname=item.name)
-    return target
-
-
 def shell(plan: LocalPlan, command: Sequence[str] = ("/bin/bash",), engine: Engine | None = None) -> int:
     """An interactive command in an ``algo-1`` container with the job's mounts and env (entrypoint bypassed).
 
     Raises:
         ImageNotFound, LocalError: as for ``run``.
     """
-    tool = prepare(plan, engine or default_engine())
-    try:
-        return tool.shell(plan.project, plan.compose_file, plan.hosts[0].name, command)
-    finally:
-        tool.down(plan.project, plan.compose_file)
-        shutil.rmtree(plan.run_dir, ignore_errors=True)
+    engine = engine or default_engine()
+    with job_lock(plan):
+        tool = prepare(plan, engine, None, lambda _line: None)
+        try:
+            return tool.shell(plan.project, plan.compose_file, plan.hosts[0].name, command)
+        finally:
+            with interrupts.shielded(lambda _signum: None):
+                tool.down(plan.project, plan.compose_file)
+            shutil.rmtree(plan.run_dir, ignore_errors=True)

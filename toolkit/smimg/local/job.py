@@ -33,12 +33,41 @@ class LocalJob:
     name: str = "smimg-local"
 
 
+MAX_HYPERPARAMETERS = 100
+MAX_KEY = 256
+MAX_VALUE = 2500
+
+
 def hyperparameter_value(text: str) -> Any:
-    """A ``--hp key=value`` value as the SDK would have it: JSON when it parses (3, 0.1, true, [1]), else text."""
+    """A ``--hp key=value`` value as the SDK would have it: JSON when it parses (3, 0.1, true, [1]) and says
+    exactly what was typed; else the text itself, so ``1.10``, ``1e3`` or ``007`` reach the script unchanged."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
         return text
+    return value if json.dumps(value) == text.strip() else text
+
+
+def check_hyperparameters(values: dict[str, Any]) -> None:
+    """SageMaker's limits on CreateTrainingJob's HyperParameters (values as the SDK JSON-encodes them).
+
+    Raises:
+        LocalError: naming the key, the limit and where large values belong.
+    """
+    if len(values) > MAX_HYPERPARAMETERS:
+        raise LocalError(
+            f"{len(values)} hyperparameters; SageMaker accepts at most {MAX_HYPERPARAMETERS}",
+            "group related values into one JSON value, or pass a config file in an input channel",
+        )
+    for key, value in values.items():
+        if len(key) > MAX_KEY:
+            raise LocalError(f"hyperparameter name {key[:40]}... is {len(key)} characters", f"use at most {MAX_KEY}")
+        if (size := len(json.dumps(value))) > MAX_VALUE:
+            raise LocalError(
+                f"hyperparameter {key} is {size:,} characters; SageMaker accepts at most {MAX_VALUE:,} per value",
+                "put it in a file and pass it as an input channel (--input config=FOLDER), then read it from "
+                "/opt/ml/input/data/config",
+            )
 
 
 def job_name(prefix: str = "smimg-local") -> str:
@@ -79,6 +108,7 @@ def load_hyperparameters(path: Path | None, pairs: Iterable[tuple[str, str]]) ->
             raise LocalError(f"hyperparameter file {path} holds no JSON object", 'write e.g. {"epochs": 3}')
         values.update(loaded)
     values.update((key, hyperparameter_value(value)) for key, value in pairs)
+    check_hyperparameters(values)
     return tuple(sorted(values.items()))
 
 

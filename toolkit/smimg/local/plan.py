@@ -21,7 +21,7 @@ from smimg_entrypoint import contract
 
 MAX_INSTANCES = 32
 SHM_SIZE = "8g"
-_CHANNEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CHANNEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,25 @@ class LocalPlan:
         return self.project
 
     def compose_yaml(self) -> str:
-        return yaml.safe_dump(json.loads(json.dumps(self.compose)), sort_keys=False)
+        """The compose file. Compose interpolates ``$`` in every value: written as ``$$``, each of the user's
+        values (environment, paths, names) reaches the container exactly as typed."""
+        return yaml.safe_dump(_literal(json.loads(json.dumps(self.compose))), sort_keys=False)
 
     def host_dir(self, host: str) -> Path:
         return self.run_dir / host
 
     def container(self, host: str) -> str:
         return container_name(self.project, host)
+
+
+def _literal(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {key: _literal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_literal(item) for item in value]
+    return value
 
 
 def plan_job(job: LocalJob, run_dir: Path, available_gpus: Sequence[str] = ()) -> LocalPlan:
@@ -121,10 +133,11 @@ def _host(job: LocalJob, host: str, hosts: list[str], gpu_ids: tuple[str, ...]) 
 
 
 def _service(job: LocalJob, host_dir: Path, host: str, project: str, gpu_ids: tuple[str, ...]) -> dict[str, Any]:
-    volumes = [f"{host_dir}:{contract.OPT_ML}"]
-    volumes += [f"{source}:{contract.opt_ml(contract.DATA_DIR)}/{name}:ro" for name, source in job.channels]
+    # The long syntax: a ':' or ',' in a host path is part of the path, not a separator.
+    volumes = [_bind(host_dir, contract.OPT_ML, read_only=False)]
+    volumes += [_bind(source, f"{contract.opt_ml(contract.DATA_DIR)}/{name}") for name, source in job.channels]
     if job.source_dir is not None:
-        volumes.append(f"{job.source_dir}:{contract.opt_ml(contract.CODE_DIR)}:ro")
+        volumes.append(_bind(job.source_dir, contract.opt_ml(contract.CODE_DIR)))
     service: dict[str, Any] = {
         "image": job.image,
         "container_name": container_name(project, host),
@@ -139,6 +152,14 @@ def _service(job: LocalJob, host_dir: Path, host: str, project: str, gpu_ids: tu
         device = {"driver": "nvidia", "device_ids": list(gpu_ids), "capabilities": ["gpu"]}
         service["deploy"] = {"resources": {"reservations": {"devices": [device]}}}
     return service
+
+
+def _bind(source: Path, target: str, *, read_only: bool = True) -> dict[str, Any]:
+    # A propagation (rprivate is the engine's default anyway) makes compose v2 use the engine's Mount API, as v1
+    # does for every long-syntax volume: there a ':' in the path is just a character (the "Binds" strings v2
+    # otherwise sends split on it), and a missing folder is an error rather than a new, empty mount.
+    bind = {"propagation": "rprivate"}
+    return {"type": "bind", "source": str(source), "target": target, "read_only": read_only, "bind": bind}
 
 
 def container_name(project: str, host: str) -> str:

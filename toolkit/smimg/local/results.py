@@ -1,0 +1,112 @@
+"""Where a local job's results go, and writing them so that nothing the job made is lost or mislabelled.
+
+``check_output`` runs before any container starts: a bad ``--output`` must not be discovered after hours of
+training. ``save`` writes ``model.tar.gz`` (hosts' model folders merged, as SDK local mode does, on success only),
+``output.tar.gz`` and the hosts' checkpoints (merged, as SageMaker syncs every host to one checkpoint URI), each
+atomically: a half-written archive never sits under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from smimg.errors import LocalError
+from smimg.local.plan import LocalPlan
+from smimg_entrypoint import contract
+
+MODEL = "model.tar.gz"
+OUTPUT = "output.tar.gz"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class Saved:
+    model: Path | None
+    output: Path
+    checkpoints: Path | None
+
+
+def check_output(output: Path) -> None:
+    """Make sure results can be written to ``output`` and would not replace an earlier job's.
+
+    Raises:
+        LocalError: a file in the way, an earlier job's results there, or no permission to write.
+    """
+    for folder in (output, *output.parents):
+        if folder.exists() and not folder.is_dir():
+            raise LocalError(f"--output {output}: {folder} is a file, not a folder", "pass a folder path")
+        if folder.exists():
+            break
+    earlier = [name for name in (MODEL, OUTPUT, CHECKPOINTS) if (output / name).exists()]
+    if earlier:
+        raise LocalError(
+            f"--output {output} already holds {', '.join(earlier)} from an earlier job",
+            f"pass another --output (or --job-name), or move them away: `rm -r {output}`",
+        )
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output).close()
+    except OSError as exc:
+        raise LocalError(f"cannot write to --output {output}: {exc.strerror}", "pass a folder you can write") from None
+
+
+def holds_results(plan: LocalPlan) -> bool:
+    """Whether any host wrote a model, output or checkpoint file."""
+    folders = (contract.MODEL_DIR, contract.OUTPUT_DIR, contract.CHECKPOINTS_DIR)
+    return any(
+        path.is_file()
+        for host in plan.hosts
+        for folder in folders
+        for path in (plan.host_dir(host.name) / folder).rglob("*")
+    )
+
+
+def save(plan: LocalPlan, output: Path, *, success: bool) -> Saved:
+    """Write the job's results into ``output``.
+
+    Raises:
+        LocalError: they could not be written; the message says the run folder still holds them.
+    """
+    hosts = [plan.host_dir(h.name) for h in plan.hosts]
+    try:
+        model = _merged_tar([h / contract.MODEL_DIR for h in hosts], output / MODEL) if success else None
+        out = _merged_tar([h / contract.OUTPUT_DIR for h in hosts], output / OUTPUT)
+        checkpoints = _merged_copy([h / contract.CHECKPOINTS_DIR for h in hosts], output / CHECKPOINTS)
+    except OSError as exc:
+        raise LocalError(
+            f"could not write the job's results to {output}: {exc}",
+            f"they are kept in {plan.run_dir} (algo-*/model, output, checkpoints); copy them from there",
+        ) from None
+    return Saved(model, out, checkpoints)
+
+
+def _merged_tar(folders: Sequence[Path], target: Path) -> Path:
+    partial = target.with_name(f".{target.name}.partial")
+    with tempfile.TemporaryDirectory(prefix="smimg-merge-") as tmp:
+        for folder in folders:
+            if folder.is_dir():
+                shutil.copytree(folder, tmp, dirs_exist_ok=True)
+        with tarfile.open(partial, "w:gz") as archive:
+            for item in sorted(Path(tmp).iterdir()):
+                archive.add(item, arcname=item.name)
+    os.replace(partial, target)
+    return target
+
+
+def _merged_copy(folders: Sequence[Path], target: Path) -> Path | None:
+    if not any(path.is_file() for folder in folders if folder.is_dir() for path in folder.rglob("*")):
+        return None
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    for folder in folders:
+        if folder.is_dir():
+            shutil.copytree(folder, partial, dirs_exist_ok=True)
+    partial.rename(target)
+    return target
