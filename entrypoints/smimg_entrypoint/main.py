@@ -7,11 +7,13 @@ share fate with the other nodes, and write /opt/ml/output/failure from the faili
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import glob
 import json
 import os
 import queue
+import re
 import shlex
 import shutil
 import signal
@@ -20,13 +22,16 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from smimg_entrypoint import __version__, contract
 from smimg_entrypoint.cluster import Paths, read_cluster
 from smimg_entrypoint.hyperparameters import parse
-from smimg_entrypoint.plan import Code, Devices, LaunchPlan, choose_code, plan_launch
+from smimg_entrypoint.plan import Code, Devices, LaunchPlan, choose_code, plan_launch, too_long
 from smimg_entrypoint.settings import PlanError, Settings
 from smimg_entrypoint.watch import Master, PeerFailure, Worker
 
@@ -84,21 +89,105 @@ def _is_echo(cause: str | None) -> bool:
     return cause is not None and any(echo in cause for echo in _ECHOES)
 
 
-def root_cause(log_dir: str) -> str | None:
-    """The traceback tail of the rank that failed first, from torchrun's per-rank stderr logs."""
+def root_cause(log_dir: str, local_rank: int | None = None) -> str | None:
+    """The traceback tail of a local rank (by default the first to fail), from torchrun's per-rank stderr logs."""
     candidates = []
-    for path in glob.glob(os.path.join(log_dir, "*", "attempt_*", "*", "stderr.log")):
+    rank_dir = "*" if local_rank is None else str(local_rank)
+    for path in glob.glob(os.path.join(log_dir, "*", "attempt_*", rank_dir, "stderr.log")):
         text = Path(path).read_text(errors="replace")
         if "Traceback (most recent call last)" in text or "Error" in text:
             candidates.append((os.path.getmtime(path), path, text))
     if not candidates:
         return None
     _, path, text = min(candidates)
-    local_rank = Path(path).parent.name
     start = text.rfind("Traceback (most recent call last)")
     body = text[start:] if start >= 0 else text
     body = "\n".join(line.split("]:", 1)[1] if line.startswith("[rank") else line for line in body.splitlines())
-    return f"local rank {local_rank}: {body.strip()}"
+    return f"local rank {Path(path).parent.name}: {body.strip()}"
+
+
+def _ended(what: str, code: int) -> str:
+    if code >= 0:
+        return f"{what} exited with code {code}"
+    try:
+        return f"{what} was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"{what} was killed by signal {-code}"
+
+
+@dataclass(frozen=True)
+class RankFailure:
+    """A failed rank as torchrun's failure summary names it."""
+
+    rank: int
+    local_rank: int
+    exitcode: int  # negative: killed by that signal
+
+    @property
+    def status(self) -> int:
+        """The exit status a shell reports for it: the code, or 128 + the signal."""
+        if self.exitcode < 0:
+            return 128 - self.exitcode
+        return self.exitcode or 1  # a failure never exits 0
+
+    def describe(self) -> str:
+        return _ended(f"rank {self.rank} (local rank {self.local_rank})", self.exitcode)
+
+
+# torchrun exits 1 whatever its ranks' codes were; its ChildFailedError summary is the one place that names each
+# failed rank's code (its error file has them only for scripts decorated with @record), first observed failure last.
+_FAILED_RANK = re.compile(r"rank\s*: (\d+) \(local_rank: (\d+)\)\s+exitcode\s*: (-?\d+)")
+TAIL_BYTES = 65536  # of the launcher's stderr kept: the summary ends it, a node's 64 failed ranks take 20 KiB
+TAIL_WAIT = 5.0  # seconds to wait for the launcher's stderr to close once it exited
+
+
+def rank_failures(stderr: str) -> list[RankFailure]:
+    """The ranks that the launcher's last failure summary names, its first observed failure first."""
+    start = stderr.rfind("Failures:")
+    if start < 0:
+        return []
+    found = [RankFailure(int(r), int(lr), int(c)) for r, lr, c in _FAILED_RANK.findall(stderr, start)]
+    return found[-1:] + found[:-1]
+
+
+class StderrTail:
+    """Copies the launcher's stderr to ours as it comes, keeping its end for ``rank_failures``."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.end = b""
+        self._thread = threading.Thread(target=self._copy, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, stream: IO[bytes]) -> None:
+        with stream:
+            while chunk := os.read(stream.fileno(), 65536):
+                # Keep draining if our stderr is gone: a launcher blocked on a full pipe would hang the job.
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.buffer.write(chunk)
+                    sys.stderr.buffer.flush()
+                self.end = (self.end + chunk)[-TAIL_BYTES:]
+
+    def text(self) -> str:
+        """The stream's end once it closed; a process that outlived the launcher and holds it is not waited for."""
+        self._thread.join(TAIL_WAIT)
+        return self.end.decode(errors="replace")
+
+
+def launch_error(exc: OSError, plan: LaunchPlan) -> str:
+    """Why the launcher could not start, and what to change."""
+    launcher = plan.argv[0]
+    if exc.errno == errno.E2BIG:
+        strings = [*plan.argv, *(f"{key}={value}" for key, value in {**os.environ, **plan.env}.items())]
+        size = sum(len(os.fsencode(string)) + 1 for string in strings)
+        limit = os.sysconf("SC_ARG_MAX")
+        problem = f"{launcher}'s arguments and environment are {size:,} bytes, over this machine's {limit:,} (E2BIG)"
+        return too_long(json.loads(plan.env["SM_HPS"]), problem)  # the script's hyperparameters, as planned
+    if isinstance(exc, FileNotFoundError) and exc.filename == launcher:
+        return (
+            f"{launcher} is not installed in this image (not found on PATH): add it to the image, or choose another "
+            f"launcher with the hyperparameter {contract.LAUNCHER[0]} or launcher: in smimg.yaml"
+        )
+    return f"{launcher} could not start: {exc}"
 
 
 def fetch_code(code: Code, paths: Paths) -> None:
@@ -190,38 +279,39 @@ class Job:
     def __init__(self, plan: LaunchPlan, paths: Paths) -> None:
         self.plan = plan
         self.paths = paths
-        self.stop_signal: int | None = None
+        self.received: int | None = None  # a signal not yet acted on
+        self.stopping = False
+        self.stop_signal: int | None = None  # the signal that began the stop
         self.stop_deadline: float | None = None
         self.peer_failure: PeerFailure | None = None
-        self.child: subprocess.Popen[bytes] | None = None
+        self.stderr: StderrTail | None = None
         self.master: Master | None = None
         self.worker: Worker | None = None
 
     def on_signal(self, signum: int, _frame: object) -> None:
-        if self.stop_signal is None:
-            grace = self.plan.timeouts.stop_grace
-            log(
-                f"received {signal.Signals(signum).name}: forwarding SIGTERM to the training processes "
-                f"(SIGKILL in {grace:.0f}s)"
-            )
-            self.stop_signal = signum
-            self.stop_deadline = time.monotonic() + grace
-            if self.child is not None:
-                # The workers get SIGTERM first and the launcher later, so torchrun's own 30 s kill timer
-                # does not cut a checkpoint short.
-                _signal_tree(self.child.pid, signal.SIGTERM, include_root=False)
+        # Only noted: _supervise acts on it, so a stop begins once and in one place whatever the signal interrupts
+        # (and no print here lands inside one it interrupted).
+        self.received = signum
 
     def run(self) -> int:
         plan = self.plan
         events = self._start_peers()
         log("launching: " + shlex.join(plan.argv), plan.node_rank)
-        self.child = subprocess.Popen(plan.argv, env={**os.environ, **plan.env}, cwd=plan.cwd, start_new_session=True)
-        rc = self._supervise(self.child, events)
+        env = {**os.environ, **plan.env}
+        try:
+            child = subprocess.Popen(plan.argv, env=env, cwd=plan.cwd, start_new_session=True, stderr=subprocess.PIPE)
+        except OSError as exc:
+            self._report(f"smimg: cannot launch: {launch_error(exc, plan)}")
+            self._close_peers()
+            return 1
+        assert child.stderr is not None
+        self.stderr = StderrTail(child.stderr)
+        rc = self._supervise(child, events)
         if self.stop_signal is not None:
             log(f"stopped by {signal.Signals(self.stop_signal).name} (launcher exit {rc})", plan.node_rank)
             self._close_peers()
             return 128 + self.stop_signal
-        if rc != 0 and self.peer_failure is None and plan.nnodes > 1 and _is_echo(self.failing_rank):
+        if rc != 0 and self.peer_failure is None and plan.nnodes > 1 and _is_echo(self.failing_rank[1]):
             # This node's rank died of a peer's death (the collective lost its connection) and often exits before
             # the peer's entrypoint has reported: give the report a moment so the root cause is blamed, not the echo.
             with contextlib.suppress(queue.Empty):
@@ -241,7 +331,8 @@ class Job:
         return queue.Queue()
 
     def _supervise(self, child: subprocess.Popen[bytes], events: queue.Queue[PeerFailure]) -> int:
-        """Wait for the launcher; stop it when a peer fails or never joins, SIGKILL it when a grace period ends."""
+        """Wait for the launcher; stop it once, for a signal or a peer that fails or never joins; SIGKILL it when
+        that stop's grace period ends."""
         plan = self.plan
         join_deadline = time.monotonic() + plan.timeouts.rendezvous
         while True:
@@ -254,19 +345,34 @@ class Job:
                 self.master.abort(
                     PeerFailure("master", f"hosts never joined within {plan.timeouts.rendezvous:.0f}s: {missing}")
                 )
+            signum, self.received = self.received, None
+            if signum is not None and self._stop(child, f"received {signal.Signals(signum).name}", signalled=True):
+                self.stop_signal = signum
             if self.peer_failure is None:
-                try:
+                with contextlib.suppress(queue.Empty):
                     self.peer_failure = events.get_nowait()
-                except queue.Empty:
-                    pass
-                else:
-                    log(f"stopping: peer {self.peer_failure.host} failed", plan.node_rank)
-                    _signal_tree(child.pid, signal.SIGTERM, include_root=True)
-                    self.stop_deadline = time.monotonic() + plan.timeouts.abort_grace
+                    self._stop(child, f"peer {self.peer_failure.host} failed", signalled=False)
             if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
                 log("grace period over: SIGKILL", plan.node_rank)
                 _signal_tree(child.pid, signal.SIGKILL, include_root=True)
                 self.stop_deadline = None
+
+    def _stop(self, child: subprocess.Popen[bytes], why: str, signalled: bool) -> bool:
+        """Begin stopping the training processes, once: a later trigger neither restarts nor shortens the grace.
+
+        ``signalled``: SageMaker's stop, with its grace; the workers get SIGTERM and the launcher only the SIGKILL,
+        so that torchrun's own 30 s kill timer does not cut a checkpoint short. Else a failed peer's: all of them
+        get SIGTERM, with the abort grace.
+        """
+        if self.stopping:
+            log(f"{why}: already stopping, the grace period stands", self.plan.node_rank)
+            return False
+        self.stopping = True
+        grace = self.plan.timeouts.stop_grace if signalled else self.plan.timeouts.abort_grace
+        log(f"{why}: forwarding SIGTERM to the training processes (SIGKILL in {grace:.0f}s)", self.plan.node_rank)
+        _signal_tree(child.pid, signal.SIGTERM, include_root=not signalled)
+        self.stop_deadline = time.monotonic() + grace
+        return True
 
     def _conclude(self, rc: int) -> int:
         """Agree on the outcome with the other nodes, write the failure file, and pick the exit code."""
@@ -281,27 +387,45 @@ class Job:
                     else PeerFailure(",".join(sorted(silent)), "did not report success")
                 )
                 ok = False
-        if not ok:
-            self._fail(rc)
-        elif self.worker is not None:
+        status = 0 if ok else self._fail(rc)
+        if ok and self.worker is not None:
             self.worker.report(True)
             self.worker.finished.wait(plan.timeouts.finish)
         self._close_peers()
         if ok:
             log("job completed", plan.node_rank)
-            return 0
-        return rc if rc > 0 else 1
+        return status
 
-    def _fail(self, rc: int) -> None:
-        """Blame the peer that failed first, else this node's failing rank; tell the other nodes."""
+    def _fail(self, rc: int) -> int:
+        """Blame the peer that failed first, else this node's failing rank; tell the other nodes; the exit status."""
         plan = self.plan
         here = plan.hosts[plan.node_rank]
         failure = self.peer_failure
         # Exit 0, 1 (torchrun once its workers were stopped) or SIGTERM: this node was stopped for the peer's failure.
         if failure is not None and rc in (0, -15, 143, 1) and failure.host != here:
+            status = rc if rc > 0 else 1
             reason = f"{contract.PEER_FAILURE_PREFIX}{failure.host} failed: {failure.reason}"
         else:
-            reason = f"ExitCode {rc} on {here} {self.failing_rank or 'no traceback captured'}"
+            status, reason = self._own_failure(rc, here)
+        self._report(reason)
+        return status
+
+    def _own_failure(self, rc: int, here: str) -> tuple[int, str]:
+        """This node's exit status and failure reason: its failing rank's exit code and traceback, where known."""
+        rank, cause = self.failing_rank
+        status = rank.status if rank is not None else (rc if rc > 0 else 1)
+        if cause is not None:
+            return status, f"ExitCode {status} on {here} {cause}"
+        # Only torchrun's per-rank logs show that a rank printed none; elsewhere a traceback may have gone by unread.
+        if rank is not None and self.plan.launcher == contract.TORCHRUN:
+            what = f"{rank.describe()} and printed no traceback"
+        else:
+            what = f"{rank.describe() if rank is not None else _ended(self.plan.launcher, rc)}, no traceback captured"
+        return status, f"ExitCode {status} on {here}: {what}; see its log lines above"
+
+    def _report(self, reason: str) -> None:
+        """Write the failure file, log the reason, and tell the other nodes."""
+        plan = self.plan
         write_failure(self.paths, reason)
         log(f"job failed: {reason.splitlines()[0][:300]}", plan.node_rank)
         if self.worker is not None:
@@ -310,9 +434,18 @@ class Job:
             self.master.abort(PeerFailure(plan.master_host, reason[-contract.FAILURE_LIMIT :]))
 
     @functools.cached_property
-    def failing_rank(self) -> str | None:
-        """The failing rank's traceback tail, read from torchrun's logs once the launcher has exited."""
-        return root_cause(self.plan.log_dir)
+    def failing_rank(self) -> tuple[RankFailure | None, str | None]:
+        """The rank to blame and its traceback tail, read once the launcher has exited: torchrun's first observed
+        failure, unless torchrun stopped it, or it died of another rank's death while that rank failed on its own."""
+        log_dir = self.plan.log_dir
+        failures = rank_failures(self.stderr.text()) if self.stderr is not None else []
+        for failure in failures:
+            cause = root_cause(log_dir, failure.local_rank)
+            if failure.exitcode != -signal.SIGTERM and not _is_echo(cause):
+                return failure, cause
+        if failures:
+            return failures[0], root_cause(log_dir, failures[0].local_rank)
+        return None, root_cause(log_dir)
 
     def _close_peers(self) -> None:
         if self.master is not None:

@@ -17,6 +17,9 @@ from smimg_entrypoint.cluster import Cluster, Paths, group_hosts
 from smimg_entrypoint.hyperparameters import Hyperparameters, to_args
 from smimg_entrypoint.settings import PlanError, Settings
 
+MAX_ARG_STRLEN = 131072  # Linux: bytes in one argument or environment string, its closing NUL included
+HYPERPARAMETER_LIMIT = 2500  # SageMaker's CreateTrainingJob: characters in one hyperparameter value
+
 
 @dataclass(frozen=True)
 class Devices:
@@ -174,6 +177,7 @@ def plan_launch(
         cluster, hyperparameters.user, hyperparameters.reserved, devices, code, paths, topology.hosts, script_args
     )
     env.update(_launch_env(cluster, environ, devices, topology, settings.master_port))
+    _check_exec_limits((*argv, *script_args), env, hyperparameters)
     return LaunchPlan(
         launcher=launcher,
         argv=(*argv, *script_args),
@@ -195,6 +199,41 @@ def plan_launch(
             stop_grace=settings.stop_grace,
             abort_grace=settings.abort_grace,
         ),
+    )
+
+
+def _check_exec_limits(argv: tuple[str, ...], env: Mapping[str, str], hyperparameters: Hyperparameters) -> None:
+    """Refuse here what exec would refuse with E2BIG ("Argument list too long"), which names no value."""
+    # Surrogates JSON let through must not make the measure itself fail.
+    sizes = [(len(arg.encode(errors="surrogatepass")), "an argument") for arg in argv]
+    sizes += [(len(f"{key}={value}".encode(errors="surrogatepass")), key) for key, value in env.items()]
+    size, where = max(sizes)
+    if size >= MAX_ARG_STRLEN:
+        raise PlanError(
+            too_long(
+                {**hyperparameters.user, **hyperparameters.reserved},
+                f"{where} would be {size:,} bytes, and Linux refuses any argument or environment variable of "
+                f"{MAX_ARG_STRLEN:,} bytes or more",
+            )
+        )
+
+
+def too_long(hyperparameters: Mapping[str, object], problem: str) -> str:
+    """Why the launch is too long for Linux, naming the hyperparameters over SageMaker's own limit, and the fix."""
+    sizes = {key: len(value if isinstance(value, str) else json.dumps(value)) for key, value in hyperparameters.items()}
+    over = sorted((key for key, size in sizes.items() if size > HYPERPARAMETER_LIMIT), key=lambda key: -sizes[key])
+    # Five at most: the failure file keeps 1,024 characters, and the fix must fit in them.
+    named = ", ".join(f"{key!r} ({sizes[key]:,} characters)" for key in over[:5])
+    named += f" and {len(over) - 5} more" if len(over) > 5 else ""
+    if len(over) > 1:
+        blame = f"hyperparameters {named} are too long to pass to the training script"
+    elif over:
+        blame = f"hyperparameter {named} is too long to pass to the training script"
+    else:
+        blame = "the training script's arguments and environment are too long"
+    return (
+        f"{blame}: {problem}; SageMaker allows at most {HYPERPARAMETER_LIMIT:,} characters per hyperparameter "
+        "value: pass large values as a file in an input channel and read it from the folder SM_CHANNEL_<NAME> names"
     )
 
 

@@ -23,10 +23,17 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--note")
 parser.add_argument("--fail_rank", type=int, default=-1)
 parser.add_argument("--wait_for_signal", default="False")
+parser.add_argument("--exit_rank", type=int, default=-1)
+parser.add_argument("--exit_code", type=int, default=0)
+parser.add_argument("--checkpoint_seconds", type=float, default=0)
 args = parser.parse_args()
 rank = int(os.environ["RANK"])
 if args.wait_for_signal == "True":
     def checkpoint(signum, frame):
+        print(f"CHECKPOINT rank={rank}", flush=True)
+        if rank == args.exit_rank:
+            sys.exit(args.exit_code)
+        time.sleep(args.checkpoint_seconds)
         with open(os.path.join(os.environ["SM_MODEL_DIR"], f"checkpoint-{rank}"), "w") as f:
             f.write("saved")
         sys.exit(0)
@@ -36,6 +43,8 @@ if args.wait_for_signal == "True":
 dist.init_process_group("gloo")
 if rank == args.fail_rank:
     raise ValueError(f"boom on rank {rank}")
+if rank == args.exit_rank:
+    sys.exit(args.exit_code)
 value = torch.tensor([float(rank + 1)])
 dist.all_reduce(value)
 print(f"RESULT rank={rank} world={dist.get_world_size()} sum={value.item()} note={args.note!r}", flush=True)
@@ -59,7 +68,9 @@ def node_tree(root: Path, host: str, hosts: list[str], hps: dict[str, str]) -> P
     return base
 
 
-def start(base: Path, code: Path, ports: tuple[int, int], nproc: int = 2) -> subprocess.Popen[str]:
+def start(
+    base: Path, code: Path, ports: tuple[int, int], nproc: int = 2, extra: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "SAGEMAKER_BASE_DIR": str(base),
@@ -71,6 +82,7 @@ def start(base: Path, code: Path, ports: tuple[int, int], nproc: int = 2) -> sub
         "SMIMG_HOST_ADDRESSES": json.dumps({"algo-1": "127.0.0.1", "algo-2": "127.0.0.1"}),
         "SMIMG_ABORT_GRACE": "5",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        **(extra or {}),
     }
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "smimg-train"), "train"],
@@ -147,3 +159,64 @@ def test_sigterm_reaches_the_script_which_saves_a_checkpoint(tmp_path: Path, cod
     assert time.monotonic() - sent < 30
     assert {p.name for p in (base / "model").glob("checkpoint-*")} == {"checkpoint-0", "checkpoint-1"}
     assert "forwarding SIGTERM" in output
+
+
+def test_a_rank_that_exits_with_a_code_fails_the_job_with_that_code(tmp_path: Path, code: Path) -> None:
+    # Rank 1 leaves with sys.exit(3) and no traceback; rank 0, in an all_reduce, dies of it with a gloo traceback.
+    base = node_tree(tmp_path, "algo-1", ["algo-1"], {"exit_rank": "1", "exit_code": "3"})
+    proc = start(base, code, (free_port(), free_port()), nproc=2)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 3, output
+    assert (base / "output" / "failure").read_text() == (
+        "ExitCode 3 on algo-1: rank 1 (local rank 1) exited with code 3 and printed no traceback; "
+        "see its log lines above"
+    )
+
+
+def test_a_peer_failing_during_a_stop_leaves_the_survivor_its_grace(tmp_path: Path, code: Path) -> None:
+    # SageMaker stops both nodes; algo-2's rank fails in its SIGTERM handler while algo-1's is saving a checkpoint
+    # that takes longer than the abort grace.
+    hosts = ["algo-1", "algo-2"]
+    hps = {"wait_for_signal": "true", "exit_rank": "1", "exit_code": "1", "checkpoint_seconds": "5"}
+    ports = (free_port(), free_port())
+    bases = [node_tree(tmp_path, host, hosts, hps) for host in hosts]
+    grace = {"SMIMG_ABORT_GRACE": "1", "SMIMG_STOP_GRACE": "12"}
+    procs = [start(base, code, ports, nproc=1, extra=grace) for base in bases]
+    ready = [bases[0] / "model" / "ready-0", bases[1] / "model" / "ready-1"]
+    deadline = time.monotonic() + 120
+    while not all(path.exists() for path in ready):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.kill() for p in procs]
+        time.sleep(0.2)
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    procs[0].send_signal(signal.SIGTERM)  # a second stop request, as impatient tooling sends
+    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [143, 143], outputs
+    survivor = outputs[0]
+    assert {path.name for path in (bases[0] / "model").glob("checkpoint-*")} == {"checkpoint-0"}, survivor
+    assert survivor.count("CHECKPOINT rank=0") == 1, survivor  # the script's handler ran once
+    assert survivor.count("forwarding SIGTERM") == 1 and "(SIGKILL in 12s)" in survivor, survivor
+    assert "received SIGTERM: already stopping" in survivor, survivor
+    assert "peer algo-2 failed: already stopping" in survivor, survivor
+
+
+def test_a_hyperparameter_too_long_for_linux_fails_with_a_reason(tmp_path: Path, code: Path) -> None:
+    base = node_tree(tmp_path, "algo-1", ["algo-1"], {"note": json.dumps("x" * 200_000)})
+    proc = start(base, code, (free_port(), free_port()), nproc=1)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, output[-3000:]
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith("smimg: cannot launch: hyperparameter 'note' (200,000 characters)"), failure
+    assert "2,500 characters" in failure and "input channel" in failure, failure
+    assert "Traceback" not in output
+
+
+def test_a_launcher_missing_from_the_image_fails_with_a_reason(tmp_path: Path, code: Path) -> None:
+    base = node_tree(tmp_path, "algo-1", ["algo-1"], {})
+    proc = start(base, code, (free_port(), free_port()), nproc=1, extra={"PATH": "/usr/bin:/bin"})
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, output
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith("smimg: cannot launch: torchrun is not installed in this image"), failure
+    assert "Traceback" not in output
