@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from smimg import build
 from smimg.build import plan as build_plan
 from smimg.build.code import code_paths
 from smimg.build.execute import write_context
-from smimg.engine import Builder, BuilderKind
+from smimg.engine import Builder, BuilderKind, Image
 from smimg.errors import BuildError, LocalError, SpecError
 from smimg.local import job as local_job
 from smimg.spec import load_spec
 from tests.conftest import smimg_cli
+from tests.fakes import FakeEngine
 
 SPEC = "name: demo\nbase: {image: smimg-standin:latest}\n"
 
@@ -164,3 +166,13 @@ def test_output_under_a_file_fails_before_anything_starts(tmp_path: Path) -> Non
     (tmp_path / "FILE").write_text("")
     proc = smimg_cli("local", "run", "no-such-image:1", "--output", str(tmp_path / "FILE" / "out"))
     assert_short_error(proc, f"{tmp_path / 'FILE'} is a file")
+
+
+def test_each_build_writes_a_private_context_and_removes_it(tmp_path: Path) -> None:
+    loaded = load_spec(project(tmp_path, "name: smimg-test/race\nbase: {image: base:1}\n"))
+    engine = FakeEngine(images={"base:1": Image("sha256:" + "b" * 64)})
+    plans = [build.prepare(loaded, engine=engine) for _ in range(2)]
+    assert plans[0].content_tag == plans[1].content_tag and plans[0].context_dir != plans[1].context_dir
+    build.build(loaded, engine=engine, force=True)
+    [argv] = [call[1] for call in engine.calls if call[0] == "build"]
+    assert Path(argv[-1]).name.startswith("smimg-test_race-") and not Path(argv[-1]).exists()

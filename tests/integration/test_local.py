@@ -12,6 +12,7 @@ import yaml
 
 from smimg import build, local
 from smimg.adapters.docker_engine import default_engine
+from smimg.errors import AwsError
 from smimg.local import channels, job
 from smimg.spec import load_spec
 from tests.conftest import SMIMG, smimg_cli
@@ -238,6 +239,11 @@ def test_s3_channel_is_downloaded_once_into_the_cache(aws_env: object, tmp_path:
     assert (folder / "sub" / "more.txt").read_text() == "more\n"
     s3.delete_object(Bucket="smimg-data", Key="sets/train/data.txt")
     assert channels.resolve_channel("train", "s3://smimg-data/sets/train", tmp_path) == folder  # cached, no S3 call
+    # The cache's completion marker is not in the channel: every file there is the user's data.
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == ["data.txt", "sub", "sub/more.txt"]
+    with pytest.raises(AwsError) as caught:
+        channels.resolve_channel("train", "s3://smimg-no-such-bucket/x", tmp_path)
+    assert "smimg-no-such-bucket" in caught.value.message and "\n" not in caught.value.message
 
 
 def test_ctrl_c_removes_containers_and_network(image: str, tmp_path: Path) -> None:

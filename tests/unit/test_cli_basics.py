@@ -47,3 +47,21 @@ def test_usage_mistakes_get_a_message_not_a_traceback(args: list[str], says: str
     assert "Traceback" not in proc.stderr
     assert says in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 5, proc.stderr
+
+
+def test_an_unexpected_error_is_reported_as_a_bug_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from smimg import scaffold
+    from smimg.cli import main as cli_main
+
+    def broken(*_: object, **__: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(scaffold, "init_project", broken)
+    monkeypatch.setattr("sys.argv", ["smimg", "init", "/nonexistent/x"])
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main()
+    assert exited.value.code == 70
+    err = capfd.readouterr().err
+    assert "ZeroDivisionError: a bug" in err and "this is a bug in smimg" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import traceback
 from typing import Annotated, NoReturn
 
 import typer
@@ -71,7 +72,8 @@ def _interrupted() -> NoReturn:
 
 
 def main() -> None:
-    """Console entry point: SmimgError becomes a red message and exit 1; anything else is a bug."""
+    """Console entry point: SmimgError becomes a red message and its exit code; a usage mistake click's message
+    and 2; a signal 128 + its number; anything else is a bug: its traceback, a request to report it, and 70."""
     interrupts.install()
     try:
         # Without standalone mode click returns typer.Exit's code instead of exiting with it.
@@ -93,6 +95,15 @@ def main() -> None:
     except typer.Abort:
         console.err.print("aborted")
         raise SystemExit(130) from None
+    except Exception:
+        # Not a user's mistake (those are SmimgError): smimg's own bug. The traceback is what a fix needs.
+        traceback.print_exc()
+        console.err.print(
+            f"[bold red]this is a bug in smimg {__version__}[/]: please report it with the lines above "
+            "and the command you ran",
+            highlight=False,
+        )
+        raise SystemExit(70) from None
     if code == 130:  # typer's answer to a KeyboardInterrupt, which our SIGTERM and SIGHUP are too
         _interrupted()
     if isinstance(code, int) and code:
