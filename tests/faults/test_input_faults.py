@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from smimg import build
+from smimg import build, interrupts
 from smimg.build import plan as build_plan
 from smimg.build.code import code_paths
 from smimg.build.execute import write_context
@@ -151,7 +153,10 @@ def test_render_needs_no_engine(tmp_path: Path) -> None:
     assert "no Docker engine answers" in proc.stderr
 
 
-@pytest.mark.parametrize(("typed", "arrives"), [("1.10", "1.10"), ("1e3", "1e3"), ("007", "007"), ("3", 3)])
+@pytest.mark.parametrize(
+    ("typed", "arrives"),
+    [("1.10", "1.10"), ("1e3", "1e3"), ("007", "007"), ("3", 3), ("[64,64]", [64, 64]), ('"héllo"', "héllo")],
+)
 def test_a_hyperparameter_keeps_the_users_text_where_json_would_change_it(typed: str, arrives: object) -> None:
     assert local_job.hyperparameter_value(typed) == arrives
 
@@ -176,3 +181,31 @@ def test_each_build_writes_a_private_context_and_removes_it(tmp_path: Path) -> N
     build.build(loaded, engine=engine, force=True)
     [argv] = [call[1] for call in engine.calls if call[0] == "build"]
     assert Path(argv[-1]).name.startswith("smimg-test_race-") and not Path(argv[-1]).exists()
+
+
+def test_an_entry_point_left_out_by_an_ignore_rule_is_refused(tmp_path: Path) -> None:
+    spec = SPEC + "code: {source_dir: src, entry_point: train.py}\n"
+    root = project(tmp_path, spec, **{"src__train.py": "", "src__.dockerignore": "*\n!src/\n"})
+    with pytest.raises(BuildError, match=r"code\.entry_point train\.py is left out") as caught:
+        build.prepare(load_spec(root), engine=FakeEngine())
+    assert "!train.py" in caught.value.hint
+
+
+def test_nohup_keeps_sighup_ignored() -> None:
+    script = (
+        "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN); from smimg import interrupts; "
+        "interrupts.install(); print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN)"
+    )
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout.strip() == "True"
+
+
+def test_a_signal_during_clean_up_neither_cuts_it_nor_hides_the_error_in_flight() -> None:
+    heard: list[int] = []
+    with pytest.raises(ValueError, match="compose refused"), interrupts.shielded(heard.append):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        raise ValueError("compose refused")
+    assert heard == [signal.SIGTERM]
+    with pytest.raises(interrupts.Interrupted), interrupts.shielded(heard.append):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)

@@ -243,6 +243,18 @@ def test_every_exit_path_cleans_up(tmp_path: Path, fault: BaseException) -> None
     assert not plan.run_dir.exists()
 
 
+def test_an_interrupt_after_the_hosts_finished_keeps_the_unpackaged_model(tmp_path: Path) -> None:
+    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer(polls=10**6)}, {"algo-1/model/m.bin": "w"})
+
+    def interrupted(name: str) -> None:
+        raise KeyboardInterrupt
+
+    engine.container_state = interrupted  # type: ignore[assignment,method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
+    assert (plan.run_dir / "algo-1" / "model" / "m.bin").read_text() == "w"
+
+
 def test_a_rerun_clears_what_an_interrupted_run_of_its_name_left_and_keeps_its_results(tmp_path: Path) -> None:
     plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()}, {"algo-1/model/new.bin": "new"})
     # What a run killed mid-way leaves: a stopped container, the network, a run folder with a checkpoint.

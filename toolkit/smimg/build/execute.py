@@ -171,6 +171,7 @@ def build(
 
 def execute(plan: BuildPlan, engine: Engine, *, on_line: Callable[[str], None] | None = None) -> None:
     """Write the plan's private context, run its build, and remove the context whatever happens."""
+    _claim(plan.context_dir)  # before the try: a folder it refuses is not this build's to remove
     try:
         write_context(plan)
         with _secret_files(plan) as files:

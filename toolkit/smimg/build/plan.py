@@ -152,6 +152,7 @@ def plan_build(
     ]
     if spec.code is not None and spec.code.bake:
         files += _code_files(loaded.root / spec.code.source_dir, spec.code.exclude)
+        _check_entry_point(spec.code.entry_point, files)
     dockerfile = render_dockerfile(_template_context(loaded, base_ref, builder, secrets))
     files.insert(0, ContextFile("Dockerfile", data=dockerfile.encode()))
     content_hash = _content_hash(spec, base_ref, base_digest, files)
@@ -272,6 +273,16 @@ def _labels(spec: ImageSpec, content_hash: str, base_ref: str, base_digest: str 
 
 def _code_files(root: Path, exclude: Iterable[str]) -> list[ContextFile]:
     return [ContextFile(f"code/{rel.as_posix()}", source=root / rel) for rel in code_paths(root, exclude)]
+
+
+def _check_entry_point(entry_point: str, files: list[ContextFile]) -> None:
+    if entry_point.startswith("-m ") or f"code/{entry_point}" in {f.dest for f in files}:
+        return
+    raise BuildError(
+        f"code.entry_point {entry_point} is left out of the image by an ignore rule (smimg's defaults, the code "
+        "folder's .gitignore or .dockerignore, or code.exclude)",
+        f"re-include it: add '!{entry_point}' to code.exclude",
+    )
 
 
 def _full_tag(name: str, tag: str) -> str:

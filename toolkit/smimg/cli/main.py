@@ -104,7 +104,7 @@ def main() -> None:
             highlight=False,
         )
         raise SystemExit(70) from None
-    if code == 130:  # typer's answer to a KeyboardInterrupt, which our SIGTERM and SIGHUP are too
+    if code == 130 and interrupts.first_signal() is not None:  # typer's answer to a KeyboardInterrupt
         _interrupted()
     if isinstance(code, int) and code:
         raise SystemExit(code)

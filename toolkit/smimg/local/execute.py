@@ -144,7 +144,7 @@ def _set_aside_run_dir(plan: LocalPlan, say: Callable[[str], None]) -> None:
         raise LocalError(
             f"run folder {run_dir} exists and is not one smimg made", "pass a new folder to --run-dir, or leave it out"
         )
-    if results.holds_results(plan):
+    if results.holds_results(run_dir, (contract.MODEL_DIR, contract.OUTPUT_DIR, contract.CHECKPOINTS_DIR)):
         kept = run_dir.with_name(f"{run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(kept)
         say(f"smimg: an earlier run of {plan.job.name} left results; its folder is kept as {kept}")
@@ -209,7 +209,12 @@ def run(
                 saved = _finish(plan, tool, output, success=bool(hosts) and all(h.exit_code == 0 for h in hosts))
                 if sys.exc_info()[1] is not None:
                     say(f"smimg: containers and network removed; the job's output is saved in {output}")
-                if not keep:
+                # A model is packaged only on success: after a failure or an interrupt it lives only in the run
+                # folder (an interrupt may even land after every host finished), so that folder stays.
+                keep = keep or (not saved.model and results.holds_results(plan.run_dir, (contract.MODEL_DIR,)))
+                if keep:
+                    say(f"smimg: the hosts' /opt/ml trees are kept in {plan.run_dir}")
+                else:
                     shutil.rmtree(plan.run_dir, ignore_errors=True)
     return LocalResult(
         job_name=plan.job.name,
@@ -222,7 +227,9 @@ def run(
     )
 
 
-_CLEANING = "smimg: removing the job's containers and network and saving its results; this takes seconds"
+_CLEANING = (
+    "smimg: removing the job's containers and network and saving its results (seconds); a third signal abandons it"
+)
 
 
 def _finish(plan: LocalPlan, tool: Compose, output: Path, *, success: bool) -> results.Saved:

@@ -39,13 +39,14 @@ MAX_VALUE = 2500
 
 
 def hyperparameter_value(text: str) -> Any:
-    """A ``--hp key=value`` value as the SDK would have it: JSON when it parses (3, 0.1, true, [1]) and says
-    exactly what was typed; else the text itself, so ``1.10``, ``1e3`` or ``007`` reach the script unchanged."""
+    """A ``--hp key=value`` value as the SDK would have it: JSON when it parses (3, 0.1, true, [1]), else text; a
+    number JSON would rewrite (``1.10``, ``1e3``) stays the text typed, so it reaches the script unchanged."""
     try:
         value = json.loads(text)
     except ValueError:
         return text
-    return value if json.dumps(value) == text.strip() else text
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return text if number and json.dumps(value) != text.strip() else value
 
 
 def check_hyperparameters(values: dict[str, Any]) -> None:

@@ -43,11 +43,12 @@ def check_output(output: Path) -> None:
             raise LocalError(f"--output {output}: {folder} is a file, not a folder", "pass a folder path")
         if folder.exists():
             break
-    earlier = [name for name in (MODEL, OUTPUT, CHECKPOINTS) if (output / name).exists()]
+    # output.tar.gz is rewritten by any run that starts; a model or checkpoints left there would pass for this job's.
+    earlier = [name for name in (MODEL, CHECKPOINTS) if (output / name).exists()]
     if earlier:
         raise LocalError(
             f"--output {output} already holds {', '.join(earlier)} from an earlier job",
-            f"pass another --output (or --job-name), or move them away: `rm -r {output}`",
+            f"pass another --output, or move them away: `rm -r {output}`",
         )
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -56,15 +57,9 @@ def check_output(output: Path) -> None:
         raise LocalError(f"cannot write to --output {output}: {exc.strerror}", "pass a folder you can write") from None
 
 
-def holds_results(plan: LocalPlan) -> bool:
-    """Whether any host wrote a model, output or checkpoint file."""
-    folders = (contract.MODEL_DIR, contract.OUTPUT_DIR, contract.CHECKPOINTS_DIR)
-    return any(
-        path.is_file()
-        for host in plan.hosts
-        for folder in folders
-        for path in (plan.host_dir(host.name) / folder).rglob("*")
-    )
+def holds_results(run_dir: Path, folders: Sequence[str] = (contract.MODEL_DIR, contract.CHECKPOINTS_DIR)) -> bool:
+    """Whether any host folder in ``run_dir`` (however many an earlier run had) holds a file in ``folders``."""
+    return any(path.is_file() for folder in folders for path in run_dir.glob(f"algo-*/{folder}/**/*"))
 
 
 def save(plan: LocalPlan, output: Path, *, success: bool) -> Saved:
