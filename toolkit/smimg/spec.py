@@ -84,8 +84,8 @@ class CodeSpec(_Model):
     exclude: tuple[str, ...] = Field(
         (),
         description=(
-            "More gitignore-style patterns to keep out of the image, after smimg's defaults (.git/, .venv/, "
-            "__pycache__/, *.pyc, smimg-output/) and the folder's .gitignore and .dockerignore; !pattern re-includes."
+            "More gitignore-style patterns to keep out of the image, after smimg's defaults (VCS and virtualenv "
+            "folders, bytecode, smimg-output/) and the folder's .gitignore and .dockerignore; !pattern re-includes."
         ),
     )
 

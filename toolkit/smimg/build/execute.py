@@ -173,7 +173,7 @@ def execute(plan: BuildPlan, engine: Engine, *, on_line: Callable[[str], None] |
     """Write the plan's private context, run its build, and remove the context whatever happens."""
     _claim(plan.context_dir)  # before the try: a folder it refuses is not this build's to remove
     try:
-        write_context(plan)
+        _write_files(plan, plan.context_dir)
         with _secret_files(plan) as files:
             engine.build(list(plan.argv_with(files)), plan.builder.env(), on_line)
     except CommandError as exc:
@@ -211,6 +211,11 @@ def write_context(plan: BuildPlan, folder: Path | None = None) -> Path:
     """
     target = folder or plan.context_dir
     _claim(target)
+    _write_files(plan, target)
+    return target
+
+
+def _write_files(plan: BuildPlan, target: Path) -> None:
     for context_file in plan.files:
         data = context_file.content()
         if hashlib.sha256(data).hexdigest() != context_file.sha256:
@@ -223,7 +228,6 @@ def write_context(plan: BuildPlan, folder: Path | None = None) -> Path:
         path.write_bytes(data)
         if context_file.source is not None and context_file.source.stat().st_mode & 0o111:
             path.chmod(0o755)
-    return target
 
 
 def _claim(target: Path) -> None:

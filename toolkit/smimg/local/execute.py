@@ -112,7 +112,8 @@ def prepare(plan: LocalPlan, engine: Engine, compose: Compose | None, say: Calla
     """
     images.require(plan.job.image, "to run", "build it with `smimg build` (local mode never pulls)", engine)
     tool = compose or find_compose()
-    running = [name for name in _existing(plan, engine) if not _stopped(engine, name)]
+    existing = [plan.container(h.name) for h in plan.hosts if engine.container_exists(plan.container(h.name))]
+    running = [name for name in existing if not _stopped(engine, name)]
     if running:
         raise LocalError(
             f"job {plan.job.name}'s containers are running outside smimg's control: {', '.join(running)}",
@@ -120,14 +121,10 @@ def prepare(plan: LocalPlan, engine: Engine, compose: Compose | None, say: Calla
         )
     _set_aside_run_dir(plan, say)
     write_run_dir(plan)
-    if _existing(plan, engine) or engine.network_exists(plan.network):
+    if existing or engine.network_exists(plan.network):
         say(f"smimg: removing what an earlier run of {plan.job.name} left behind")
         tool.down(plan.project, plan.compose_file)
     return tool
-
-
-def _existing(plan: LocalPlan, engine: Engine) -> list[str]:
-    return [plan.container(h.name) for h in plan.hosts if engine.container_exists(plan.container(h.name))]
 
 
 def _stopped(engine: Engine, container: str) -> bool:

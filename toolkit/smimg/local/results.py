@@ -57,7 +57,7 @@ def check_output(output: Path) -> None:
         raise LocalError(f"cannot write to --output {output}: {exc.strerror}", "pass a folder you can write") from None
 
 
-def holds_results(run_dir: Path, folders: Sequence[str] = (contract.MODEL_DIR, contract.CHECKPOINTS_DIR)) -> bool:
+def holds_results(run_dir: Path, folders: Sequence[str]) -> bool:
     """Whether any host folder in ``run_dir`` (however many an earlier run had) holds a file in ``folders``."""
     return any(path.is_file() for folder in folders for path in run_dir.glob(f"algo-*/{folder}/**/*"))
 
@@ -84,9 +84,7 @@ def save(plan: LocalPlan, output: Path, *, success: bool) -> Saved:
 def _merged_tar(folders: Sequence[Path], target: Path) -> Path:
     partial = target.with_name(f".{target.name}.partial")
     with tempfile.TemporaryDirectory(prefix="smimg-merge-") as tmp:
-        for folder in folders:
-            if folder.is_dir():
-                shutil.copytree(folder, tmp, dirs_exist_ok=True)
+        _merge(folders, Path(tmp))
         with tarfile.open(partial, "w:gz") as archive:
             for item in sorted(Path(tmp).iterdir()):
                 archive.add(item, arcname=item.name)
@@ -100,8 +98,13 @@ def _merged_copy(folders: Sequence[Path], target: Path) -> Path | None:
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    for folder in folders:
-        if folder.is_dir():
-            shutil.copytree(folder, partial, dirs_exist_ok=True)
+    _merge(folders, partial)
     partial.rename(target)
     return target
+
+
+def _merge(folders: Sequence[Path], into: Path) -> None:
+    """The hosts' folders copied over each other, later hosts winning, as their uploads to one S3 prefix would."""
+    for folder in folders:
+        if folder.is_dir():
+            shutil.copytree(folder, into, dirs_exist_ok=True)
