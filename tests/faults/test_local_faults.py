@@ -132,7 +132,7 @@ def test_a_rerun_of_a_killed_jobs_name_recovers(image: str, tmp_path: Path) -> N
 
 def test_dollars_and_colons_reach_the_container_as_typed(image: str, tmp_path: Path) -> None:
     token = "hf_ab$cdEF${X}yz$$"
-    source = code(tmp_path / "co$HOME:de", ECHO)
+    source = code(tmp_path / "my co$HOME:de", ECHO)
     cli = smimg_cli(
         "local", "run", image, "--source-dir", str(source), "--entry-point", "train.py",
         "--env", f"MYTOKEN={token}", "--output", str(tmp_path / "out"), timeout=180,
