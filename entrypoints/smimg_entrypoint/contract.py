@@ -75,6 +75,27 @@ HP_SUBMIT_DIRECTORY = "sagemaker_submit_directory"
 HP_TORCH_DISTRIBUTED = "sagemaker_torch_distributed_enabled"
 HP_DISTRIBUTION_GROUPS = "sagemaker_distribution_instance_groups"
 HP_LOG_LEVEL = "sagemaker_container_log_level"
+HP_JOB_NAME = "sagemaker_job_name"
+HP_REGION = "sagemaker_region"
+HP_MPI_PROCESSES_PER_HOST = "sagemaker_mpi_num_of_processes_per_host"
+# The SDK's own parameters (sagemaker-training's SAGEMAKER_HYPERPARAMETERS): every other sagemaker_* hyperparameter
+# is a framework parameter (SM_FRAMEWORK_PARAMS).
+SDK_HYPERPARAMETERS = (
+    HP_PROGRAM,
+    HP_SUBMIT_DIRECTORY,
+    "sagemaker_enable_cloudwatch_metrics",
+    HP_REGION,
+    HP_LOG_LEVEL,
+    HP_JOB_NAME,
+    "default_user_module_name",
+    "_tuning_objective_metric",
+    "sagemaker_s3_output",
+)
+# SDK v3's drivers write the job's distribution here (Torchrun(process_count_per_node) among it).
+SDK_DISTRIBUTED_FILE = "input/data/sm_drivers/distributed.json"
+FRAMEWORK_MODULE_ENV = "SAGEMAKER_TRAINING_MODULE"
+# The HF DLCs' entrypoint sources this for their performance defaults; smimg's PID 1 replaces that entrypoint.
+HF_OPTIMIZATIONS_SCRIPT = "/usr/local/bin/hf_optimizations.sh"
 
 # --- smimg settings: each has a reserved hyperparameter (per job) and an SMIMG_* variable (per image or host) ----
 # The hyperparameter wins over the variable, the variable over the default.
@@ -90,7 +111,7 @@ WATCH_PORT_ENV = "SMIMG_WATCH_PORT"
 STOP_GRACE_ENV = "SMIMG_STOP_GRACE"
 ABORT_GRACE_ENV = "SMIMG_ABORT_GRACE"
 RENDEZVOUS_TIMEOUT_ENV = "SMIMG_RENDEZVOUS_TIMEOUT"
-FINISH_TIMEOUT_ENV = "SMIMG_FINISH_TIMEOUT"
+PEER_TIMEOUT_ENV = "SMIMG_PEER_TIMEOUT"
 DNS_TIMEOUT_ENV = "SMIMG_DNS_TIMEOUT"
 HOST_ADDRESSES_ENV = "SMIMG_HOST_ADDRESSES"  # tests only: host name -> address, instead of DNS
 

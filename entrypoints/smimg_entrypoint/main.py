@@ -7,9 +7,11 @@ share fate with the other nodes, and write /opt/ml/output/failure from the faili
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import glob
+import importlib.metadata
 import json
 import os
 import queue
@@ -29,9 +31,9 @@ from pathlib import Path
 from typing import IO
 
 from smimg_entrypoint import __version__, contract
-from smimg_entrypoint.cluster import Paths, read_cluster
-from smimg_entrypoint.hyperparameters import parse
-from smimg_entrypoint.plan import Code, Devices, LaunchPlan, choose_code, plan_launch, too_long
+from smimg_entrypoint.cluster import Cluster, Paths, read_cluster
+from smimg_entrypoint.hyperparameters import Hyperparameters, parse
+from smimg_entrypoint.plan import SMDDP_TOOLS, Code, Devices, LaunchPlan, choose_code, plan_launch, too_long
 from smimg_entrypoint.settings import PlanError, Settings
 from smimg_entrypoint.watch import Master, PeerFailure, Worker
 
@@ -43,7 +45,7 @@ def log(message: str, rank: int | None = None) -> None:
     print(f"{contract.TRAIN_SCRIPT} {where}: {message}", flush=True)
 
 
-def detect_devices() -> Devices:
+def detect_devices(instance_type: str) -> Devices:
     gpus = 0
     if shutil.which("nvidia-smi"):
         proc = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True)
@@ -51,15 +53,35 @@ def detect_devices() -> Devices:
     visible = os.environ.get("NVIDIA_VISIBLE_DEVICES", "")
     if gpus == 0 and visible and visible not in ("all", "none", "void") and os.path.exists("/dev/nvidiactl"):
         gpus = len(visible.split(","))
-    neuron = len(glob.glob("/dev/neuron*")) * 2
     interfaces = tuple(sorted(os.listdir("/sys/class/net"))) if os.path.isdir("/sys/class/net") else ()
+    try:
+        torch_version: str | None = importlib.metadata.version("torch")  # not `import torch`: seconds, and memory
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = None
     return Devices(
         gpus=gpus,
-        neuron_cores=neuron,
+        neuron_cores=neuron_cores(instance_type),
         cpus=os.cpu_count() or 1,
         efa=bool(glob.glob("/dev/infiniband/uverbs*")),
         interfaces=interfaces,
+        torch_version=torch_version,
+        tools=frozenset(tool for tool in SMDDP_TOOLS if shutil.which(tool)),
     )
+
+
+def neuron_cores(instance_type: str) -> int:
+    """As sagemaker-training counts them: 64 on trn2.48xlarge (which neuron-ls under-reports), else neuron-ls's
+    cores; without neuron-ls, two per /dev/neuron* device (trn1, inf2)."""
+    if instance_type == "ml.trn2.48xlarge":
+        return 64
+    devices = glob.glob("/dev/neuron*")
+    if not devices:
+        return 0
+    if shutil.which("neuron-ls"):
+        proc = subprocess.run(["neuron-ls", "-j"], capture_output=True, text=True)
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            return sum(int(item.get("nc_count", 0)) for item in json.loads(proc.stdout))
+    return len(devices) * 2
 
 
 def write_failure(paths: Paths, text: str) -> None:
@@ -72,6 +94,16 @@ def write_failure(paths: Paths, text: str) -> None:
         pass
     except OSError as exc:
         log(f"could not write {paths.failure}: {exc}")
+
+
+def write_success(paths: Paths) -> None:
+    """An empty /opt/ml/output/success, as sagemaker-training leaves after a job that succeeded (pipelines and
+    output.tar.gz readers look for it)."""
+    try:
+        paths.success.parent.mkdir(parents=True, exist_ok=True)
+        paths.success.touch()
+    except OSError as exc:
+        log(f"could not write {paths.success}: {exc}")
 
 
 # What a collective says when the other side of its connection died: gloo, NCCL and c10d's words for it.
@@ -287,6 +319,7 @@ class Job:
         self.stderr: StderrTail | None = None
         self.master: Master | None = None
         self.worker: Worker | None = None
+        self.join_deadline = 0.0  # every worker's entrypoint must have joined the master's by then
 
     def on_signal(self, signum: int, _frame: object) -> None:
         # Only noted: _supervise acts on it, so a stop begins once and in one place whatever the signal interrupts
@@ -295,7 +328,11 @@ class Job:
 
     def run(self) -> int:
         plan = self.plan
-        events = self._start_peers()
+        try:
+            events = self._start_peers()
+        except TimeoutError as exc:
+            self._report(f"smimg: cannot launch: {exc}")
+            return 1
         log("launching: " + shlex.join(plan.argv), plan.node_rank)
         env = {**os.environ, **plan.env}
         try:
@@ -321,12 +358,14 @@ class Job:
     def _start_peers(self) -> queue.Queue[PeerFailure]:
         """Connect to the other nodes' entrypoints (a worker waits for the master's); failures arrive on the queue."""
         plan = self.plan
+        self.join_deadline = time.monotonic() + plan.timeouts.rendezvous
         if plan.nnodes > 1 and plan.is_master:
-            self.master = Master(plan.watch_port, [h for h in plan.hosts if h != plan.master_host])
+            workers = [h for h in plan.hosts if h != plan.master_host]
+            self.master = Master(plan.watch_port, workers, plan.timeouts.peer)
             return self.master.events
         if plan.nnodes > 1:
-            deadline = time.monotonic() + plan.timeouts.rendezvous
-            self.worker = Worker(plan.hosts[plan.node_rank], plan.master_addr, plan.watch_port, deadline)
+            here = plan.hosts[plan.node_rank]
+            self.worker = Worker(here, plan.master_addr, plan.watch_port, self.join_deadline, plan.timeouts.peer)
             return self.worker.events
         return queue.Queue()
 
@@ -334,13 +373,12 @@ class Job:
         """Wait for the launcher; stop it once, for a signal or a peer that fails or never joins; SIGKILL it when
         that stop's grace period ends."""
         plan = self.plan
-        join_deadline = time.monotonic() + plan.timeouts.rendezvous
         while True:
             try:
                 return child.wait(timeout=0.05)
             except subprocess.TimeoutExpired:
                 pass
-            if self.master is not None and time.monotonic() > join_deadline and self.master.missing():
+            if self.master is not None and time.monotonic() > self.join_deadline and self.master.missing():
                 missing = ", ".join(sorted(self.master.missing()))
                 self.master.abort(
                     PeerFailure("master", f"hosts never joined within {plan.timeouts.rendezvous:.0f}s: {missing}")
@@ -379,20 +417,26 @@ class Job:
         plan = self.plan
         ok = rc == 0 and self.peer_failure is None
         if ok and self.master is not None:
-            silent = self.master.wait_all_done(plan.timeouts.finish)
-            if silent:
+            if self.master.missing() or self.master.done != self.master.expected:
+                log("training finished here; waiting for the other nodes to finish", plan.node_rank)
+            unfinished = self.master.wait_all_done(self.join_deadline)
+            if unfinished:
                 self.peer_failure = (
                     self.master.events.get()
                     if not self.master.events.empty()
-                    else PeerFailure(",".join(sorted(silent)), "did not report success")
+                    else PeerFailure(
+                        ",".join(sorted(self.master.missing() or unfinished)),
+                        f"never joined the job within {plan.timeouts.rendezvous:.0f}s",
+                    )
                 )
                 ok = False
         status = 0 if ok else self._fail(rc)
         if ok and self.worker is not None:
             self.worker.report(True)
-            self.worker.finished.wait(plan.timeouts.finish)
+            self.worker.finished.wait()  # BYE, or the master silent for the peer timeout
         self._close_peers()
         if ok:
+            write_success(self.paths)
             log("job completed", plan.node_rank)
         return status
 
@@ -454,59 +498,156 @@ class Job:
             self.worker.close()
 
 
-def _plan(paths: Paths) -> tuple[Settings, LaunchPlan]:
-    """Everything this node does, decided from /opt/ml, the environment and the devices before anything runs."""
+def sdk_processes(paths: Paths) -> int | None:
+    """SDK v3's Torchrun(process_count_per_node), from the distributed.json its drivers channel carries."""
+    path = paths.base / contract.SDK_DISTRIBUTED_FILE
+    try:
+        value = json.loads(path.read_text()).get("process_count_per_node")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise PlanError(f"process_count_per_node in {path} must be a whole number, not {value!r}")
+
+
+def interpreter(code: Code) -> tuple[str, ...]:
+    """A command entry point's #! line (sagemaker-training runs it as ./script, so the kernel reads it); /bin/sh
+    without one."""
+    try:
+        with open(os.path.join(code.directory, code.entry_point), "rb") as handle:
+            first = handle.readline(256)
+    except OSError:
+        return ("/bin/sh",)
+    if first.startswith(b"#!") and first[2:].split():
+        return tuple(os.fsdecode(word) for word in first[2:].split())
+    return ("/bin/sh",)
+
+
+def image_defaults(environ: dict[str, str], script: str = contract.HF_OPTIMIZATIONS_SCRIPT) -> dict[str, str]:
+    """The variables the base image's own entrypoint would have set: the HF DLC sources hf_optimizations.sh
+    (PYTORCH_CUDA_ALLOC_CONF, TOKENIZERS_PARALLELISM, OMP_NUM_THREADS, ...; off with HF_ENABLE_OPTIMIZATIONS=0).
+
+    Sourced as the DLC sources it, so its current rules apply, not a copy of them; only variables that were unset
+    or empty are taken, so a value the user set always wins.
+    """
+    if not os.path.isfile(script) or not shutil.which("bash"):
+        return {}
+    try:
+        # Its "[hf-opt] ..." lines go to the job's log, as under the DLC's entrypoint.
+        proc = subprocess.run(
+            ["bash", "-c", '. "$0" >&2 && env -0', script], env=environ, capture_output=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log(f"{script} did not run ({exc}): the base image's defaults are not applied")
+        return {}
+    sys.stderr.write(proc.stderr.decode(errors="replace"))
+    found = dict(item.split("=", 1) for item in proc.stdout.decode(errors="replace").split("\0") if "=" in item)
+    return {key: value for key, value in found.items() if not environ.get(key) and key not in _SHELL_VARIABLES}
+
+
+_SHELL_VARIABLES = {"_", "PWD", "OLDPWD", "SHLVL"}
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What the launch is planned from, read before the code is fetched."""
+
+    cluster: Cluster
+    hyperparameters: Hyperparameters
+    settings: Settings
+    code: Code
+
+
+def _inputs(paths: Paths) -> JobInputs:
     cluster = read_cluster(paths)
     hyperparameters = parse(cluster.hyperparameters)
-    settings = Settings.load(hyperparameters.reserved, os.environ)
+    settings = Settings.load(hyperparameters.reserved, os.environ, sdk_processes(paths))
     code_dir_has_files = paths.code.is_dir() and any(paths.code.iterdir())
     code = choose_code(hyperparameters.reserved, settings, os.environ, paths, code_dir_has_files)
+    return JobInputs(cluster, hyperparameters, settings, code)
+
+
+def _plan(paths: Paths, inputs: JobInputs) -> LaunchPlan:
+    """Everything this node does, decided from /opt/ml, the environment, the code and the devices."""
+    code = inputs.code
+    if code.is_command:
+        code = dataclasses.replace(code, interpreter=interpreter(code))
+    devices = detect_devices(inputs.cluster.current_instance_type)
+    defaults = image_defaults(dict(os.environ))
     log_dir = tempfile.mkdtemp(prefix="smimg-logs-")
     try:
-        plan = plan_launch(cluster, hyperparameters, settings, os.environ, detect_devices(), code, log_dir, paths)
+        return plan_launch(
+            inputs.cluster, inputs.hyperparameters, inputs.settings, os.environ, devices, code, log_dir, paths, defaults
+        )
     except BaseException:
         os.rmdir(log_dir)  # nothing will write there: leave no empty folder behind a job that cannot start
         raise
-    return settings, plan
+
+
+def _cannot_launch(paths: Paths, exc: BaseException) -> int:
+    log(f"cannot launch: {exc}")
+    write_failure(paths, f"smimg: cannot launch: {exc}")
+    return 1
 
 
 def train(paths: Paths | None = None) -> int:
-    """Plan from /opt/ml and the environment, prepare the code, wait for the hosts, launch, report."""
+    """Read the job, prepare the code, plan, wait for the hosts, launch, report."""
     paths = paths or Paths()
     try:
-        settings, plan = _plan(paths)
-    except (PlanError, FileNotFoundError, KeyError, ValueError) as exc:
-        log(f"cannot launch: {exc}")
-        write_failure(paths, f"smimg: cannot launch: {exc}")
-        return 1
+        inputs = _inputs(paths)
+        if inputs.code.fetch_from:
+            fetch_code(inputs.code, paths)
+        install_requirements(inputs.code.directory)
+        plan = _plan(paths, inputs)
+    except (PlanError, KeyError, ValueError, OSError, subprocess.CalledProcessError, tarfile.TarError) as exc:
+        return _cannot_launch(paths, exc)
     log(
         f"smimg-entrypoint {__version__}: {plan.launcher} on {plan.nnodes} node(s) x {plan.nproc_per_node} "
-        f"process(es); this is {plan.hosts[plan.node_rank]}, node rank {plan.node_rank}, master "
-        f"{plan.master_host} ({plan.master_addr}:{plan.master_port})",
+        f"process(es) (from {plan.nproc_source}); this is {plan.hosts[plan.node_rank]}, node rank {plan.node_rank}, "
+        f"master {plan.master_host} ({plan.master_addr}:{plan.master_port})",
         plan.node_rank,
     )
     try:
-        if plan.code.fetch_from:
-            fetch_code(plan.code, paths)
-        install_requirements(plan.code.directory)
-        if settings.host_addresses is None:
-            wait_for_hosts(list(plan.hosts), settings.dns_timeout)
-    except (PlanError, OSError, subprocess.CalledProcessError, tarfile.TarError) as exc:
-        log(f"cannot launch: {exc}", plan.node_rank)
-        write_failure(paths, f"smimg: cannot launch: {exc}")
-        return 1
+        if inputs.settings.host_addresses is None:
+            wait_for_hosts(list(plan.hosts), inputs.settings.dns_timeout)
+    except PlanError as exc:
+        return _cannot_launch(paths, exc)
     job = Job(plan, paths)
     signal.signal(signal.SIGTERM, job.on_signal)
     signal.signal(signal.SIGINT, job.on_signal)
     return job.run()
 
 
+def dry_run(paths: Paths | None = None) -> int:
+    """Print this node's launch plan as JSON (argv, the variables smimg sets, the world) and launch nothing.
+
+    Script-mode code is not fetched, so the plan shows where it would come from.
+    """
+    paths = paths or Paths()
+    try:
+        plan = _plan(paths, _inputs(paths))
+    except (PlanError, KeyError, ValueError, OSError) as exc:
+        print(f"{contract.TRAIN_SCRIPT}: cannot launch: {exc}", file=sys.stderr)
+        return 1
+    os.rmdir(plan.log_dir)
+    shown = dataclasses.asdict(plan)
+    del shown["log_dir"]
+    json.dump(shown, sys.stdout, indent=1, sort_keys=True)
+    print()
+    return 0
+
+
 def main() -> None:
-    """`smimg-train train` runs the job; `smimg-train --version`; anything else is executed as given."""
+    """`smimg-train train` runs the job (`train --dry-run` prints its plan); `smimg-train --version`; anything else
+    is executed as given."""
     argv = sys.argv[1:]
     if argv == ["--version"]:
         print(f"smimg-entrypoint {__version__}")
         return
+    if argv == [contract.TRAIN_COMMAND, "--dry-run"]:
+        sys.exit(dry_run())
     if not argv or argv[0] != contract.TRAIN_COMMAND:
         command = argv or ["/bin/bash"]
         os.execvp(command[0], command)

@@ -11,38 +11,68 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 from smimg_entrypoint import contract
 from smimg_entrypoint.cluster import Cluster, Paths, group_hosts
 from smimg_entrypoint.hyperparameters import Hyperparameters, to_args
 from smimg_entrypoint.settings import PlanError, Settings
 
+# EFA instances whose device can RDMA-read (sagemaker-training's SM_EFA_RDMA_INSTANCES and SDK v3's list). On any
+# other EFA instance (ml.g5.48xlarge, ml.g4dn.8/12/16xlarge, ml.p3dn.24xlarge) libfabric aborts when
+# FI_EFA_USE_DEVICE_RDMA=1 is set; left unset, it uses what the device supports.
+EFA_RDMA_READ_TYPES = frozenset(
+    {
+        "ml.p4d.24xlarge",
+        "ml.p4de.24xlarge",
+        "ml.p5.48xlarge",
+        "ml.p5e.48xlarge",
+        "ml.trn1.32xlarge",
+        "ml.p6e-gb200.36xlarge",
+    }
+)
+COMMAND_LAUNCHER = "command"  # a shell script entry point, run as a program
+SDK_PARAMETERS = frozenset(contract.SDK_HYPERPARAMETERS)
 MAX_ARG_STRLEN = 131072  # Linux: bytes in one argument or environment string, its closing NUL included
 HYPERPARAMETER_LIMIT = 2500  # SageMaker's CreateTrainingJob: characters in one hyperparameter value
 
 
 @dataclass(frozen=True)
 class Devices:
-    """What this node has: GPUs, Neuron cores, CPUs, EFA, network interfaces."""
+    """What this node has: GPUs, Neuron cores, CPUs, EFA, network interfaces, and the image's torch and tools."""
 
     gpus: int = 0
     neuron_cores: int = 0
     cpus: int = 1
     efa: bool = False
     interfaces: tuple[str, ...] = ()
+    torch_version: str | None = None
+    tools: frozenset[str] = frozenset()  # which of SMDDP_TOOLS are on PATH
+
+
+SMDDP_TOOLS = ("smddprun", "smddpmprun")  # SM_TRAINING_ENV reports whether they are installed
 
 
 @dataclass(frozen=True)
 class Code:
-    """Where the training code is, its entry point, and what must be fetched first."""
+    """Where the training code is, its entry point, and what must be fetched first.
+
+    ``interpreter``: for a command entry point (a shell script), its #! line, read once the code is in place.
+    """
 
     directory: str
     entry_point: str
     fetch_from: str | None = None
+    interpreter: tuple[str, ...] = ()
 
     @property
     def is_module(self) -> bool:
         return self.entry_point.startswith("-m ")
+
+    @property
+    def is_command(self) -> bool:
+        """A shell script or any other non-Python file, which sagemaker-training runs as a program, once per host."""
+        return not self.is_module and (self.entry_point.endswith(".sh") or not self.entry_point.endswith(".py"))
 
 
 @dataclass(frozen=True)
@@ -61,7 +91,7 @@ class Timeouts:
     """How long the executor waits, in seconds."""
 
     rendezvous: float  # for every worker's entrypoint to join the master's
-    finish: float  # for the other nodes' outcome once this node's launcher succeeded
+    peer: float  # a peer's entrypoint silent this long is lost
     stop_grace: float  # from forwarding SageMaker's SIGTERM to SIGKILL
     abort_grace: float  # from stopping for a failed peer to SIGKILL
 
@@ -75,6 +105,7 @@ class LaunchPlan:
     hosts: tuple[str, ...]
     node_rank: int
     nproc_per_node: int
+    nproc_source: str
     master_host: str
     master_addr: str
     master_port: int
@@ -123,9 +154,15 @@ def choose_code(
 def plan_topology(
     cluster: Cluster, reserved: Mapping[str, object], host_addresses: Mapping[str, str] | None
 ) -> Topology:
-    """The distribution groups' hosts in SageMaker's order; the first is the master."""
-    group_names = reserved.get(contract.HP_DISTRIBUTION_GROUPS)
-    hosts = group_hosts(cluster, tuple(group_names) if isinstance(group_names, list) else None)
+    """The hosts that train together, in SageMaker's order; the first is the master.
+
+    sagemaker_distribution_instance_groups names them; without it, as sagemaker-training, this host's own instance
+    group (so a heterogeneous cluster's CPU-only group never joins the GPU group's NCCL world); a tree without
+    instance groups (local mode) is one group of every host.
+    """
+    given = reserved.get(contract.HP_DISTRIBUTION_GROUPS)
+    names = tuple(str(g) for g in given) if isinstance(given, list) else (cluster.current_group,)
+    hosts = group_hosts(cluster, names)
     distributed = cluster.current_host in hosts
     if not distributed:
         # A node outside the distribution groups (heterogeneous clusters) runs the script on its own.
@@ -140,6 +177,26 @@ def plan_topology(
     )
 
 
+def reported_groups(cluster: Cluster, reserved: Mapping[str, object], settings: Settings) -> tuple[str, ...]:
+    """sagemaker-training's distribution_instance_groups: the named ones, else this host's group when distributing.
+
+    smimg distributes without an SDK flag when the image's launcher spans hosts (torchrun, accelerate), so it reports
+    this host's group where the toolkit, running one python per host, reports none.
+    """
+    given = reserved.get(contract.HP_DISTRIBUTION_GROUPS)
+    if isinstance(given, list):
+        return tuple(str(g) for g in given)
+    return (cluster.current_group,) if settings.distributes else ()
+
+
+def _launcher(settings: Settings, topology: Topology, code: Code) -> str:
+    if code.is_command:
+        # The script is the launcher (it calls torchrun or accelerate itself, from the SM_* and MASTER_* variables),
+        # run once per host as sagemaker-training runs it; torchrun would start it once per process.
+        return COMMAND_LAUNCHER
+    return settings.launcher if topology.distributed else contract.PYTHON_LAUNCHER
+
+
 def plan_launch(
     cluster: Cluster,
     hyperparameters: Hyperparameters,
@@ -149,6 +206,7 @@ def plan_launch(
     code: Code,
     log_dir: str,
     paths: Paths | None = None,
+    defaults: Mapping[str, str] | None = None,
 ) -> LaunchPlan:
     """Plan this node's launch.
 
@@ -161,22 +219,26 @@ def plan_launch(
         code: where the code is (see ``choose_code``).
         log_dir: where torchrun writes each rank's output; the executor creates it before the launch.
         paths: the /opt/ml layout.
+        defaults: what the base image's own entrypoint would have set (see ``main.image_defaults``); anything
+            smimg or the user sets wins over them.
     """
     paths = paths or Paths()
     topology = plan_topology(cluster, hyperparameters.reserved, settings.host_addresses)
-    launcher = settings.launcher if topology.distributed else contract.PYTHON_LAUNCHER
+    launcher = _launcher(settings, topology, code)
     nproc = settings.nproc_per_node or devices.gpus or devices.neuron_cores or 1
     script_args = tuple(to_args(hyperparameters.user, settings.bool_style))
     if launcher == contract.TORCHRUN:
         argv = _torchrun_argv(topology, nproc, settings.master_port, code, log_dir)
     elif launcher == contract.ACCELERATE:
         argv = _accelerate_argv(topology, nproc, settings.master_port, code, devices)
+    elif launcher == COMMAND_LAUNCHER:
+        argv = [*(code.interpreter or ("/bin/sh",)), code.entry_point]
     else:
         argv = _python_argv(code)
-    env = sm_environment(
-        cluster, hyperparameters.user, hyperparameters.reserved, devices, code, paths, topology.hosts, script_args
-    )
+    groups = reported_groups(cluster, hyperparameters.reserved, settings)
+    env = sm_environment(SmInputs(cluster, hyperparameters, devices, code, paths, groups, script_args, environ))
     env.update(_launch_env(cluster, environ, devices, topology, settings.master_port))
+    env = {**{k: v for k, v in (defaults or {}).items() if not environ.get(k)}, **env}
     _check_exec_limits((*argv, *script_args), env, hyperparameters)
     return LaunchPlan(
         launcher=launcher,
@@ -185,7 +247,8 @@ def plan_launch(
         cwd=code.directory,
         hosts=topology.hosts,
         node_rank=topology.node_rank,
-        nproc_per_node=nproc,
+        nproc_per_node=1 if launcher in (COMMAND_LAUNCHER, contract.PYTHON_LAUNCHER) else nproc,
+        nproc_source=settings.nproc_source,
         master_host=topology.master_host,
         master_addr=topology.master_addr,
         master_port=settings.master_port,
@@ -195,7 +258,7 @@ def plan_launch(
         watch_port=settings.watch_port,
         timeouts=Timeouts(
             rendezvous=settings.rendezvous_timeout,
-            finish=settings.finish_timeout,
+            peer=settings.peer_timeout,
             stop_grace=settings.stop_grace,
             abort_grace=settings.abort_grace,
         ),
@@ -244,11 +307,12 @@ def _target(code: Code) -> list[str]:
 def _torchrun_argv(topology: Topology, nproc: int, master_port: int, code: Code, log_dir: str) -> list[str]:
     return [
         contract.TORCHRUN,
-        # Per-rank logs (and "[rankN]:" prefixes on the console) let the failure file name the failing rank.
+        # Per-rank stderr logs (and "[rankN]:" prefixes on the console) let the failure file name the failing rank's
+        # traceback. stderr only: a copy of stdout (NCCL_DEBUG=INFO, progress bars) would grow without bound in /tmp.
         "--log-dir",
         log_dir,
         "--tee",
-        "3",
+        "2",
         "--nnodes",
         str(len(topology.hosts)),
         "--nproc_per_node",
@@ -308,12 +372,18 @@ def _launch_env(
 
 
 def _network_env(cluster: Cluster, environ: Mapping[str, str], devices: Devices) -> dict[str, str]:
-    """NCCL/EFA settings by capability; a variable the user set is never overwritten."""
-    wanted: dict[str, str] = {}
+    """NCCL, gloo and EFA settings by capability; a variable the user set is never overwritten."""
+    # WARN, as sagemaker-pytorch-training sets it: the DLCs' /etc/nccl.conf says INFO, a line per channel and peer.
+    wanted = {"NCCL_DEBUG": "WARN", "NCCL_IB_DISABLE": "1"}
     if cluster.network_interface in devices.interfaces:
-        wanted["NCCL_SOCKET_IFNAME"] = cluster.network_interface
+        # gloo picks its device from gethostname() and may land on loopback (the DLC's hostname shim is not here).
+        wanted["NCCL_SOCKET_IFNAME"] = wanted["GLOO_SOCKET_IFNAME"] = cluster.network_interface
     if devices.efa:
-        wanted.update({"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "RDMAV_FORK_SAFE": "1"})
+        # RDMAV_FORK_SAFE on every EFA instance, not only the RDMA-read ones as the toolkit does: DataLoader workers
+        # fork while memory is registered with the device.
+        wanted.update({"FI_PROVIDER": "efa", "RDMAV_FORK_SAFE": "1"})
+        if cluster.current_instance_type in EFA_RDMA_READ_TYPES:
+            wanted["FI_EFA_USE_DEVICE_RDMA"] = "1"
     return {k: v for k, v in wanted.items() if k not in environ}
 
 
@@ -321,67 +391,143 @@ def _dumps(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def sm_environment(
-    cluster: Cluster,
-    user: Mapping[str, object],
-    reserved: Mapping[str, object],
-    devices: Devices,
-    code: Code,
-    paths: Paths,
-    hosts: tuple[str, ...],
-    script_args: tuple[str, ...],
-) -> dict[str, str]:
-    """The SM_* variables sagemaker-training defines, in its encoding (strings verbatim, the rest JSON)."""
-    channels = sorted(cluster.channels)
+@dataclass(frozen=True)
+class SmInputs:
+    """What the SM_* variables are made of."""
+
+    cluster: Cluster
+    hyperparameters: Hyperparameters
+    devices: Devices
+    code: Code
+    paths: Paths
+    groups: tuple[str, ...]  # the distribution instance groups, as reported (see ``reported_groups``)
+    script_args: tuple[str, ...]
+    environ: Mapping[str, str]
+
+
+def training_env(inputs: SmInputs) -> dict[str, Any]:
+    """sagemaker-training's SM_TRAINING_ENV, key for key (its Environment's properties).
+
+    Where smimg differs, on purpose: ``hosts``, ``distribution_hosts`` and the master come sorted (SageMaker's order
+    for ``hosts``, which every node computes alike; the toolkit keeps a group's listing order); ``module_dir`` of baked
+    code is the image's folder; ``hyperparameters`` and ``additional_framework_parameters`` leave out smimg_*
+    settings, which configure the launch and never reach the script.
+    """
+    cluster, paths, code, devices = inputs.cluster, inputs.paths, inputs.code, inputs.devices
+    reserved = inputs.hyperparameters.reserved
+    raw_groups = [dict(g) for g in cluster.resource_config.get("instance_groups") or ()]
+    current_group_hosts = next(
+        (list(g.get("hosts", ())) for g in raw_groups if g.get("instance_group_name") == cluster.current_group), []
+    )
+    distribution_hosts = list(group_hosts(cluster, inputs.groups)) if inputs.groups or not raw_groups else []
+    master = distribution_hosts[0] if distribution_hosts else cluster.hosts[0]
     entry = code.entry_point[3:].strip() if code.is_module else code.entry_point
-    module = entry if code.is_module else PurePosixPath(entry).name.rsplit(".py", 1)[0]
-    env = {
-        "SM_HOSTS": _dumps(list(cluster.hosts)),
-        "SM_CURRENT_HOST": cluster.current_host,
-        "SM_CURRENT_INSTANCE_TYPE": cluster.current_instance_type,
-        "SM_CURRENT_INSTANCE_GROUP": cluster.current_group,
-        "SM_NETWORK_INTERFACE_NAME": cluster.network_interface,
-        "SM_NUM_GPUS": str(devices.gpus),
-        "SM_NUM_CPUS": str(devices.cpus),
-        "SM_NUM_NEURONS": str(devices.neuron_cores),
-        "SM_CHANNELS": _dumps(channels),
-        "SM_HPS": _dumps(dict(user)),
-        "SM_USER_ARGS": _dumps(list(script_args)),
-        "SM_MODEL_DIR": str(paths.model),
-        "SM_OUTPUT_DIR": str(paths.output),
-        "SM_OUTPUT_DATA_DIR": str(paths.output_data),
-        "SM_OUTPUT_INTERMEDIATE_DIR": str(paths.output / "intermediate"),
-        "SM_INPUT_DIR": str(paths.base / "input"),
-        "SM_INPUT_CONFIG_DIR": str(paths.config),
-        "SM_RESOURCE_CONFIG": _dumps(dict(cluster.resource_config)),
-        "SM_INPUT_DATA_CONFIG": _dumps({k: dict(v) for k, v in cluster.channels.items()}),
-        "SM_USER_ENTRY_POINT": entry,
-        "SM_MODULE_NAME": module,
-        "SM_MODULE_DIR": code.fetch_from or code.directory,
-        "SM_FRAMEWORK_PARAMS": _dumps({k: v for k, v in reserved.items() if k.startswith(contract.SAGEMAKER_PREFIX)}),
-        "SM_LOG_LEVEL": str(reserved.get(contract.HP_LOG_LEVEL, 20)),
-        "SM_DISTRIBUTION_HOSTS": _dumps(list(hosts)),
+    mp_parameters = inputs.environ.get("SM_HP_MP_PARAMETERS")
+    return {
+        "additional_framework_parameters": {
+            k: v for k, v in reserved.items() if k.startswith(contract.SAGEMAKER_PREFIX) and k not in SDK_PARAMETERS
+        },
+        "channel_input_dirs": {name: str(paths.data / name) for name in cluster.channels},
+        "current_host": cluster.current_host,
+        "current_instance_group": cluster.current_group,
+        "current_instance_group_hosts": current_group_hosts,
+        "current_instance_type": cluster.current_instance_type,
+        "distribution_hosts": distribution_hosts,
+        "distribution_instance_groups": list(inputs.groups),
+        "framework_module": inputs.environ.get(contract.FRAMEWORK_MODULE_ENV),
+        "hosts": list(cluster.hosts),
+        "hyperparameters": dict(inputs.hyperparameters.user),
+        "input_config_dir": str(paths.config),
+        "input_data_config": {k: dict(v) for k, v in cluster.channels.items()},
+        "input_dir": str(paths.base / "input"),
+        "instance_groups": [str(g.get("instance_group_name")) for g in raw_groups],
+        "instance_groups_dict": {str(g.get("instance_group_name")): g for g in raw_groups},
+        "is_hetero": len(raw_groups) > 1,
+        "is_master": cluster.current_host == master,
+        "is_modelparallel_enabled": mp_parameters and mp_parameters != "{}",
+        "is_smddpmprun_installed": "smddpmprun" in devices.tools,
+        "is_smddprun_installed": "smddprun" in devices.tools,
+        "job_name": inputs.environ.get(contract.TRAINING_JOB_NAME_ENV),
+        "log_level": reserved.get(contract.HP_LOG_LEVEL, 20),
+        "master_hostname": master,
+        "model_dir": str(paths.model),
+        "module_dir": str(reserved.get(contract.HP_SUBMIT_DIRECTORY) or code.directory),
+        "module_name": entry if code.is_module else PurePosixPath(entry).name.rsplit(".py", 1)[0],
+        "network_interface_name": cluster.network_interface,
+        "num_cpus": devices.cpus,
+        "num_gpus": devices.gpus,
+        "num_neurons": devices.neuron_cores,
+        "output_data_dir": str(paths.output_data),
+        "output_dir": str(paths.output),
+        "output_intermediate_dir": str(paths.output / "intermediate"),
+        "resource_config": dict(cluster.resource_config),
+        "topology": list(cluster.resource_config.get("topology") or ()),
+        "user_entry_point": entry,
     }
-    for name in channels:
-        env[f"SM_CHANNEL_{name.upper()}"] = str(paths.data / name)
-    for key, value in user.items():
-        env[f"SM_HP_{key.upper()}"] = value if isinstance(value, str) else _dumps(value)
-    env["SM_TRAINING_ENV"] = _dumps(
+
+
+# SM_<KEY> for these keys of SM_TRAINING_ENV (the toolkit's to_env_vars), under their variable's name.
+_EXPORTED = {
+    "hosts": "hosts",
+    "network_interface_name": "network_interface_name",
+    "hyperparameters": "hps",
+    "user_entry_point": "user_entry_point",
+    "additional_framework_parameters": "framework_params",
+    "resource_config": "resource_config",
+    "input_data_config": "input_data_config",
+    "output_data_dir": "output_data_dir",
+    "current_host": "current_host",
+    "current_instance_type": "current_instance_type",
+    "current_instance_group": "current_instance_group",
+    "current_instance_group_hosts": "current_instance_group_hosts",
+    "instance_groups": "instance_groups",
+    "instance_groups_dict": "instance_groups_dict",
+    "distribution_instance_groups": "distribution_instance_groups",
+    "is_hetero": "is_hetero",
+    "module_name": "module_name",
+    "log_level": "log_level",
+    "framework_module": "framework_module",
+    "input_dir": "input_dir",
+    "input_config_dir": "input_config_dir",
+    "output_dir": "output_dir",
+    "num_cpus": "num_cpus",
+    "num_gpus": "num_gpus",
+    "num_neurons": "num_neurons",
+    "model_dir": "model_dir",
+    "module_dir": "module_dir",
+    "output_intermediate_dir": "output_intermediate_dir",
+}
+
+
+def _value(value: object) -> str:
+    """The toolkit's encoding of a variable: strings verbatim, anything else compact JSON."""
+    return value if isinstance(value, str) else _dumps(value)
+
+
+def sm_environment(inputs: SmInputs) -> dict[str, str]:
+    """The variables sagemaker-training gives the script: SM_*, and the three it sets in its own environment."""
+    env_dict = training_env(inputs)
+    env = {f"SM_{name.upper()}": _value(env_dict[key]) for key, name in _EXPORTED.items()}
+    env["SM_CHANNELS"] = _dumps(sorted(inputs.cluster.channels))
+    env["SM_USER_ARGS"] = _dumps(list(inputs.script_args))
+    env["SM_TRAINING_ENV"] = _dumps(env_dict)
+    if env_dict["topology"]:
+        env["SM_TOPOLOGY"] = _dumps(env_dict["topology"])
+    for name, path in env_dict["channel_input_dirs"].items():
+        env[f"SM_CHANNEL_{name.upper()}"] = path
+    for key, value in inputs.hyperparameters.user.items():
+        env[f"SM_HP_{key.upper()}"] = _value(value)
+    if inputs.devices.torch_version:
+        env["SM_DLC_TORCH_VERSION"] = inputs.devices.torch_version
+    reserved = inputs.hyperparameters.reserved
+    # The toolkit falls back on boto3's region, which reads these variables.
+    environ = inputs.environ
+    region = reserved.get(contract.HP_REGION) or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    env.update(
         {
-            "hosts": list(cluster.hosts),
-            "current_host": cluster.current_host,
-            "master_hostname": hosts[0],
-            "is_master": cluster.current_host == hosts[0],
-            "distribution_hosts": list(hosts),
-            "channel_input_dirs": {n: str(paths.data / n) for n in channels},
-            "hyperparameters": dict(user),
-            "model_dir": str(paths.model),
-            "output_data_dir": str(paths.output_data),
-            "num_gpus": devices.gpus,
-            "num_cpus": devices.cpus,
-            "user_entry_point": entry,
-            "module_name": module,
-            "network_interface_name": cluster.network_interface,
+            "CURRENT_HOST": inputs.cluster.current_host,
+            "SAGEMAKER_JOB_NAME": str(reserved.get(contract.HP_JOB_NAME, "")),
+            "SAGEMAKER_REGION": str(region or ""),
         }
     )
     return env

@@ -3,7 +3,10 @@
 torchrun alone lets a node whose peer died sit in a collective until its timeout (30 minutes with gloo). Here
 every node's entrypoint holds a connection to the master's: a failure anywhere, or a node that vanishes, is
 broadcast, and every node stops its workers at once. Messages: HELLO host, DONE host, FAIL host reason,
-ABORT host reason, BYE.
+ABORT host reason, PING, BYE.
+
+Both ends PING every quarter of the peer timeout and count a peer silent for the whole timeout as lost: a closed
+connection tells of a dead process, but an instance that vanishes or a network partition closes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -24,26 +27,59 @@ class PeerFailure:
     reason: str
 
 
+_SEND_LOCK = threading.Lock()  # one line at a time on any connection: heartbeats and reports come from two threads
+
+
 def _send(sock: socket.socket, *words: str) -> None:
-    with contextlib.suppress(OSError):
+    with _SEND_LOCK, contextlib.suppress(OSError):
         sock.sendall((" ".join(words) + "\n").encode())
+
+
+def _every(interval: float, beat: Callable[[], bool]) -> None:
+    """Call ``beat`` every ``interval`` seconds, in a daemon thread, until it returns False."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            if not beat():
+                return
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def _interval(timeout: float) -> float:
+    return max(min(timeout / 4, 10.0), 0.05)
 
 
 class Master:
     """Runs on the master node: collects HELLO/DONE/FAIL from workers and broadcasts ABORT."""
 
-    def __init__(self, port: int, workers: Sequence[str]) -> None:
+    def __init__(self, port: int, workers: Sequence[str], peer_timeout: float) -> None:
         self.expected: set[str] = set(workers)
         self.events: queue.Queue[PeerFailure] = queue.Queue()
         self.done: set[str] = set()
         self.joined: set[str] = set()
         self.conns: dict[str, socket.socket] = {}
+        self.heard: dict[str, float] = {}  # when each joined worker last said anything
+        self.peer_timeout = peer_timeout
         self.lock = threading.Lock()
         self.aborted = False
         self.server = socket.create_server(("0.0.0.0", port), reuse_port=False)
         self.server.settimeout(0.5)
         self.closing = False
         threading.Thread(target=self._accept, daemon=True).start()
+        _every(_interval(peer_timeout), self._beat)
+
+    def _beat(self) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            conns = list(self.conns.values())
+            silent = sorted(h for h, t in self.heard.items() if h not in self.done and now - t > self.peer_timeout)
+        for conn in conns:
+            _send(conn, "PING")
+        if silent:
+            self.abort(PeerFailure(silent[0], _silent(silent[0], self.peer_timeout)))
+        return not self.closing
 
     def _accept(self) -> None:
         while not self.closing:
@@ -61,11 +97,15 @@ class Master:
         with conn, conn.makefile("r") as lines:
             for line in lines:
                 word, _, rest = line.rstrip("\n").partition(" ")
+                if host != "?":
+                    with self.lock:
+                        self.heard[host] = time.monotonic()
                 if word == "HELLO":
                     host = rest
                     with self.lock:
                         self.joined.add(host)
                         self.conns[host] = conn
+                        self.heard[host] = time.monotonic()
                         if self.aborted:
                             _send(conn, "ABORT", "master", json.dumps("job already aborted"))
                 elif word == "DONE":
@@ -93,16 +133,16 @@ class Master:
         with self.lock:
             return self.expected - self.joined
 
-    def wait_all_done(self, timeout: float) -> set[str]:
-        """Wait for every worker's DONE; return those that never reported."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_all_done(self, join_deadline: float) -> set[str]:
+        """Wait for every worker's DONE, however long their jobs run on, unless the job aborts (a failure, a lost
+        or silent peer) or a worker has not joined by ``join_deadline``; return those that never reported."""
+        while True:
             with self.lock:
                 if self.expected <= self.done or self.aborted:
-                    break
+                    return self.expected - self.done
+                if time.monotonic() > join_deadline and not self.expected <= self.joined:
+                    return self.expected - self.done
             time.sleep(0.05)
-        with self.lock:
-            return self.expected - self.done
 
     def close(self) -> None:
         self.closing = True
@@ -116,29 +156,47 @@ class Master:
 class Worker:
     """Runs on every other node: joins the master, reports the outcome, listens for ABORT."""
 
-    def __init__(self, host: str, address: str, port: int, deadline: float) -> None:
+    def __init__(self, host: str, address: str, port: int, deadline: float, peer_timeout: float) -> None:
         self.host = host
         self.events: queue.Queue[PeerFailure] = queue.Queue()
-        self.finished = threading.Event()
+        self.finished = threading.Event()  # the master said BYE, or this side is done with it
+        self.peer_timeout = peer_timeout
         self.sock = self._connect(address, port, deadline)
+        self.heard = time.monotonic()
         _send(self.sock, "HELLO", host)
         threading.Thread(target=self._listen, daemon=True).start()
+        _every(_interval(peer_timeout), self._beat)
 
     @staticmethod
     def _connect(address: str, port: int, deadline: float) -> socket.socket:
         while True:
             try:
                 return socket.create_connection((address, port), timeout=5)
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"could not reach the master's entrypoint at {address}:{port}") from None
+                    raise TimeoutError(
+                        f"could not reach the master's entrypoint at {address}:{port} ({exc.strerror or exc}): "
+                        f"check that the master host is up and that instances may connect to each other on port "
+                        f"{port} (the VPC's security group must allow traffic between the job's instances)"
+                    ) from None
                 # Short: the worker's torchrun starts only once this connection stands.
                 time.sleep(0.05)
+
+    def _beat(self) -> bool:
+        if self.finished.is_set():
+            return False
+        _send(self.sock, "PING")
+        if time.monotonic() - self.heard > self.peer_timeout:
+            self.events.put(PeerFailure("master", _silent("the master node", self.peer_timeout)))
+            self.finished.set()
+            return False
+        return True
 
     def _listen(self) -> None:
         self.sock.settimeout(None)
         with self.sock.makefile("r") as lines:
             for line in lines:
+                self.heard = time.monotonic()
                 word, _, rest = line.rstrip("\n").partition(" ")
                 if word == "ABORT":
                     host, _, reason = rest.partition(" ")
@@ -150,6 +208,7 @@ class Worker:
             self.events.put(
                 PeerFailure("master", "the master node's entrypoint went away (node crashed or was killed)")
             )
+            self.finished.set()
 
     def report(self, ok: bool, reason: str = "") -> None:
         if ok:
@@ -163,3 +222,10 @@ class Worker:
         self.finished.set()
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _silent(who: str, timeout: float) -> str:
+    return (
+        f"{who} sent nothing for {timeout:.0f}s (its instance was lost, or the network between the instances is "
+        "partitioned)"
+    )

@@ -69,13 +69,18 @@ def node_tree(root: Path, host: str, hosts: list[str], hps: dict[str, str]) -> P
 
 
 def start(
-    base: Path, code: Path, ports: tuple[int, int], nproc: int = 2, extra: dict[str, str] | None = None
+    base: Path,
+    code: Path,
+    ports: tuple[int, int],
+    nproc: int = 2,
+    extra: dict[str, str] | None = None,
+    entry_point: str = "train.py",
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "SAGEMAKER_BASE_DIR": str(base),
         "SMIMG_CODE_DIR": str(code),
-        "SMIMG_ENTRY_POINT": "train.py",
+        "SMIMG_ENTRY_POINT": entry_point,
         "SMIMG_NPROC_PER_NODE": str(nproc),
         "SMIMG_MASTER_PORT": str(ports[0]),
         "SMIMG_WATCH_PORT": str(ports[1]),
@@ -119,6 +124,7 @@ def test_two_nodes_all_reduce_over_world_of_four(tmp_path: Path, code: Path) -> 
     assert all("world=4 sum=10.0" in line and repr(note) in line for line in results), results
     assert (bases[0] / "model" / "result.txt").read_text() == "4 10.0"
     assert not (bases[1] / "model" / "result.txt").exists()
+    assert all((base / "output" / "success").is_file() for base in bases)
     assert "node rank 1" in outputs[1] and "master algo-1 (127.0.0.1" in outputs[1]
 
 
@@ -134,6 +140,7 @@ def test_one_failing_rank_fails_both_nodes_promptly(tmp_path: Path, code: Path) 
     assert "ExitCode" in failing and "algo-2" in failing
     peer = (bases[0] / "output" / "failure").read_text()
     assert "peer algo-2 failed" in peer and "boom on rank 3" in peer
+    assert not any((base / "output" / "success").exists() for base in bases)
 
 
 def test_user_failure_file_is_kept(tmp_path: Path, code: Path) -> None:
@@ -220,3 +227,84 @@ def test_a_launcher_missing_from_the_image_fails_with_a_reason(tmp_path: Path, c
     failure = (base / "output" / "failure").read_text()
     assert failure.startswith("smimg: cannot launch: torchrun is not installed in this image"), failure
     assert "Traceback" not in output
+
+
+# Each host sleeps as told, after telling the test it started; launched with `python`, once per host.
+LATE = r"""
+import json, os, sys, time
+host = os.environ["SM_CURRENT_HOST"]
+open(os.path.join(os.environ["SM_MODEL_DIR"], "started"), "w").close()
+time.sleep(json.loads(os.environ["SM_HP_SLEEP"])[host])
+print(f"DONE {host}", flush=True)
+"""
+
+
+def test_a_host_finishing_long_after_the_others_still_succeeds(tmp_path: Path) -> None:
+    code = tmp_path / "late"
+    code.mkdir()
+    (code / "late.py").write_text(LATE)
+    hosts, ports = ["algo-1", "algo-2"], (free_port(), free_port())
+    hps = {"sleep": json.dumps({"algo-1": 0, "algo-2": 6})}
+    bases = [node_tree(tmp_path, host, hosts, hps) for host in hosts]
+    # The master waits for as long as algo-2 keeps answering: here 6 s, six times the peer timeout.
+    extra = {"SMIMG_LAUNCHER": "python", "SMIMG_PEER_TIMEOUT": "1"}
+    procs = [start(base, code, ports, extra=extra, entry_point="late.py") for base in bases]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert "waiting for the other nodes to finish" in outputs[0], outputs[0]
+    assert all((base / "output" / "success").is_file() for base in bases)
+
+
+def test_a_peer_that_falls_silent_is_lost_after_the_peer_timeout(tmp_path: Path) -> None:
+    # A vanished instance or a partition closes no connection: only the silence tells. SIGSTOP freezes algo-2's
+    # entrypoint (its training process runs on), as a lost instance would fall silent.
+    code = tmp_path / "late"
+    code.mkdir()
+    (code / "late.py").write_text(LATE)
+    hosts, ports = ["algo-1", "algo-2"], (free_port(), free_port())
+    bases = [node_tree(tmp_path, host, hosts, {"sleep": json.dumps({"algo-1": 60, "algo-2": 60})}) for host in hosts]
+    extra = {"SMIMG_LAUNCHER": "python", "SMIMG_PEER_TIMEOUT": "2", "SMIMG_ABORT_GRACE": "2"}
+    procs = [start(base, code, ports, extra=extra, entry_point="late.py") for base in bases]
+    deadline = time.monotonic() + 60
+    while not all((base / "model" / "started").exists() for base in bases):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.kill() for p in procs]
+        time.sleep(0.1)
+    procs[1].send_signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        master_output = procs[0].communicate(timeout=30)[0]
+    finally:
+        procs[1].send_signal(signal.SIGCONT)
+    assert procs[0].returncode != 0 and time.monotonic() - stopped < 15, master_output
+    failure = (bases[0] / "output" / "failure").read_text()
+    assert failure.startswith("peer algo-2 failed: algo-2 sent nothing for 2s"), failure
+    worker_output = procs[1].communicate(timeout=30)[0]
+    assert procs[1].returncode != 0, worker_output
+    assert "DONE" not in master_output + worker_output
+
+
+def test_a_worker_that_cannot_reach_the_master_fails_with_a_reason(tmp_path: Path, code: Path) -> None:
+    base = node_tree(tmp_path, "algo-2", ["algo-1", "algo-2"], {})
+    watch = free_port()
+    proc = start(base, code, (free_port(), watch), extra={"SMIMG_RENDEZVOUS_TIMEOUT": "1"})
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 1, output
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith(f"smimg: cannot launch: could not reach the master's entrypoint at 127.0.0.1:{watch}")
+    assert "security group" in failure and "Traceback" not in output
+
+
+def test_a_shell_script_entry_point_runs_once_per_host_like_the_toolkit(tmp_path: Path) -> None:
+    code = tmp_path / "sh"
+    code.mkdir()
+    (code / "run.sh").write_text(
+        '#!/bin/bash\n[[ -n "$BASH_VERSION" ]] && echo "SCRIPT bash host=$SM_CURRENT_HOST args=$* $MASTER_ADDR"\n'
+        'echo ran >> "$SM_MODEL_DIR/ran.txt"\n'
+    )
+    base = node_tree(tmp_path, "algo-1", ["algo-1"], {"note": json.dumps("a b")})
+    proc = start(base, code, (free_port(), free_port()), nproc=2, entry_point="run.sh")
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, output
+    assert "SCRIPT bash host=algo-1 args=--note a b 127.0.0.1" in output, output
+    assert (base / "model" / "ran.txt").read_text() == "ran\n"  # once, though 2 processes per host were asked
+    assert (base / "output" / "success").is_file()

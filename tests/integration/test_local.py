@@ -180,7 +180,13 @@ def test_sdk_v2_local_mode_runs_the_image_unchanged(image: str, data: Path, sdk_
         instance_type="local",
         sagemaker_session=session,
         output_path=f"file://{sdk_env / 'out'}",
-        hyperparameters={"note": "from the sdk"},
+        # What distribution={"torch_distributed": ..., "mpi": {"processes_per_host": 3}} sends: the job's 3 processes
+        # per host win over the image's default of 2 (SMIMG_NPROC_PER_NODE).
+        hyperparameters={
+            "note": "from the sdk",
+            "sagemaker_torch_distributed_enabled": True,
+            "sagemaker_mpi_num_of_processes_per_host": 3,
+        },
     )
     try:
         estimator.fit({"train": f"file://{data}"}, logs="None")
@@ -189,7 +195,9 @@ def test_sdk_v2_local_mode_runs_the_image_unchanged(image: str, data: Path, sdk_
     assert failed == []
     with tarfile.open(sdk_env / "out" / "model.tar.gz") as archive:
         model = json.load(archive.extractfile("model.json"))  # type: ignore[arg-type]
-    assert model == {"sum": 10.0, "world": 4, "data": ["hello", "local", "mode"], "note": "from the sdk"}
+    assert model == {"sum": 21.0, "world": 6, "data": ["hello", "local", "mode"], "note": "from the sdk"}
+    with tarfile.open(sdk_env / "out" / "output.tar.gz") as archive:
+        assert "success" in archive.getnames()  # the SDK packs /opt/ml/output whole
 
 
 def test_sdk_model_trainer_local_container_runs_the_image(image: str, data: Path, sdk_env: Path) -> None:

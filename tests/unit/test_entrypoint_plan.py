@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
+from smimg.resources import images_dir
 from smimg_entrypoint.cluster import Cluster, Paths, parse_cluster
 from smimg_entrypoint.hyperparameters import decode, parse, split, to_args
+from smimg_entrypoint.main import image_defaults
 from smimg_entrypoint.plan import Code, Devices, LaunchPlan, choose_code, plan_launch
 from smimg_entrypoint.settings import PlanError, Settings
 
@@ -37,7 +40,7 @@ def choose(reserved: Mapping[str, object], environ: Mapping[str, str], paths: Pa
 def test_one_cpu_node_missing_optional_fields() -> None:
     plan = plan_job(cluster("algo-1", ["algo-1"]), {}, Devices(cpus=2), CODE, PATHS)
     assert plan.argv == (
-        "torchrun", "--log-dir", LOG_DIR, "--tee", "3", "--nnodes", "1", "--nproc_per_node", "1", "--node_rank", "0",
+        "torchrun", "--log-dir", LOG_DIR, "--tee", "2", "--nnodes", "1", "--nproc_per_node", "1", "--node_rank", "0",
         "--master_addr", "algo-1", "--master_port", "7777", "train.py",
     )  # fmt: skip
     assert plan.cwd == "/opt/smimg/code"
@@ -56,7 +59,7 @@ def test_two_nodes_of_eight_gpus() -> None:
     devices = Devices(gpus=8, cpus=96, interfaces=("eth0", "lo"))
     plan = plan_job(cluster("algo-2", ["algo-2", "algo-1"]), {}, devices, CODE, PATHS)
     assert plan.argv[:15] == (
-        "torchrun", "--log-dir", LOG_DIR, "--tee", "3", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
+        "torchrun", "--log-dir", LOG_DIR, "--tee", "2", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
         "--master_addr", "algo-1", "--master_port", "7777",
     )  # fmt: skip
     assert plan.env["NCCL_SOCKET_IFNAME"] == "eth0"
@@ -141,11 +144,127 @@ def test_sdk_torch_distributed_and_unsupported_modes() -> None:
         plan_job(cluster("algo-1", ["algo-1"], {"sagemaker_mpi_enabled": "true"}), {}, Devices(), CODE)
 
 
-def test_efa_variables_only_with_efa_devices() -> None:
-    with_efa = plan_job(cluster("algo-1", ["algo-1"]), {"FI_PROVIDER": "tcp"}, Devices(efa=True), CODE)
-    assert with_efa.env["FI_EFA_USE_DEVICE_RDMA"] == "1"
-    assert "FI_PROVIDER" not in with_efa.env
-    assert "FI_EFA_USE_DEVICE_RDMA" not in plan_job(cluster("algo-1", ["algo-1"]), {}, Devices(), CODE).env
+@pytest.mark.parametrize(
+    ("instance_type", "efa", "expected"),
+    [
+        # RDMA read: the device's RDMA is switched on, as sagemaker-training and SDK v3 do.
+        ("ml.p4d.24xlarge", True, {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "RDMAV_FORK_SAFE": "1"}),
+        # EFA without RDMA read: FI_EFA_USE_DEVICE_RDMA=1 would make libfabric abort.
+        ("ml.g5.48xlarge", True, {"FI_PROVIDER": "efa", "RDMAV_FORK_SAFE": "1"}),
+        ("ml.g5.12xlarge", False, {}),
+    ],
+)
+def test_efa_variables_follow_the_instance_type(instance_type: str, efa: bool, expected: dict[str, str]) -> None:
+    job = cluster("algo-1", ["algo-1"], current_instance_type=instance_type)
+    env = plan_job(job, {}, Devices(gpus=8, efa=efa), CODE).env
+    assert {k: v for k, v in env.items() if k.startswith(("FI_", "RDMAV_"))} == expected
+
+
+def test_a_variable_the_user_set_is_never_overwritten() -> None:
+    job = cluster("algo-1", ["algo-1"], current_instance_type="ml.p4d.24xlarge")
+    environ = {"FI_PROVIDER": "tcp", "NCCL_DEBUG": "INFO", "GLOO_SOCKET_IFNAME": "eth1"}
+    env = plan_job(job, environ, Devices(efa=True, interfaces=("eth0", "eth1")), CODE).env
+    assert not set(environ) & set(env)
+    assert (env["NCCL_SOCKET_IFNAME"], env["FI_EFA_USE_DEVICE_RDMA"]) == ("eth0", "1")
+
+
+def test_nccl_and_gloo_use_the_interface_sagemaker_names_and_nccl_warns_only() -> None:
+    job = cluster("algo-1", ["algo-1", "algo-2"], network_interface_name="eth1")
+    env = plan_job(job, {}, Devices(interfaces=("eth0", "eth1", "lo")), CODE).env
+    assert (env["NCCL_SOCKET_IFNAME"], env["GLOO_SOCKET_IFNAME"]) == ("eth1", "eth1")
+    # The DLCs' /etc/nccl.conf says NCCL_DEBUG=INFO; the variable wins over it, as in the PyTorch toolkit.
+    assert (env["NCCL_DEBUG"], env["NCCL_IB_DISABLE"]) == ("WARN", "1")
+    missing = plan_job(job, {}, Devices(interfaces=("ens5", "lo")), CODE).env
+    assert "NCCL_SOCKET_IFNAME" not in missing and "GLOO_SOCKET_IFNAME" not in missing
+
+
+def test_the_base_images_defaults_apply_below_everything_else() -> None:
+    defaults = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "OMP_NUM_THREADS": "1", "NCCL_DEBUG": "INFO"}
+    job = cluster("algo-1", ["algo-1"])
+    hyperparameters = parse(job.hyperparameters)
+    environ = {"OMP_NUM_THREADS": "4"}
+    settings = Settings.load(hyperparameters.reserved, environ)
+    plan = plan_launch(job, hyperparameters, settings, environ, Devices(), CODE, LOG_DIR, PATHS, defaults)
+    assert plan.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert "OMP_NUM_THREADS" not in plan.env  # the user's 4 stands
+    assert plan.env["NCCL_DEBUG"] == "WARN"  # smimg's own setting wins over a default
+
+
+def test_the_hf_dlcs_defaults_come_from_its_own_script() -> None:
+    script = str(images_dir() / "standin-venv" / "hf_optimizations.sh")  # verbatim from the DLC
+    path = {"PATH": os.environ["PATH"]}
+    assert image_defaults({**path, "TOKENIZERS_PARALLELISM": "true", "OMP_NUM_THREADS": ""}, script) == {
+        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+        "HF_HUB_ENABLE_HF_TRANSFER": "1",
+        "OMP_NUM_THREADS": "1",  # empty counts as unset, as in the script
+    }
+    assert image_defaults({**path, "HF_ENABLE_OPTIMIZATIONS": "0"}, script) == {}
+    assert image_defaults(path, "/nonexistent/hf_optimizations.sh") == {}
+
+
+def test_a_shell_script_entry_point_runs_once_per_host_with_its_interpreter() -> None:
+    hps = {"epochs": "3", "sagemaker_torch_distributed_enabled": "true"}
+    code = Code("/opt/ml/code", "run.sh", interpreter=("/usr/bin/env", "bash"))
+    plan = plan_job(cluster("algo-2", ["algo-1", "algo-2"], hps), {}, Devices(gpus=8), code, PATHS)
+    assert (plan.launcher, plan.nproc_per_node) == ("command", 1)
+    assert plan.argv == ("/usr/bin/env", "bash", "run.sh", "--epochs", "3")
+    assert (plan.env["MASTER_ADDR"], plan.env["SM_CURRENT_HOST_RANK"], plan.hosts) == (
+        "algo-1",
+        "1",
+        ("algo-1", "algo-2"),
+    )
+    assert Code("/c", "train").is_command and not Code("/c", "-m pkg.train").is_command
+    assert plan_job(cluster("algo-1", ["algo-1"]), {}, Devices(), Code("/c", "go.sh")).argv == ("/bin/sh", "go.sh")
+
+
+def test_heterogeneous_groups_without_named_groups_train_in_their_own_group() -> None:
+    groups = [
+        {"instance_group_name": "cpu", "instance_type": "ml.c5.xlarge", "hosts": ["algo-1"]},
+        {"instance_group_name": "gpu", "instance_type": "ml.p4d.24xlarge", "hosts": ["algo-3", "algo-2"]},
+    ]
+    hosts = ["algo-1", "algo-2", "algo-3"]
+    hps = {"sagemaker_torch_distributed_enabled": "true"}
+    gpu = plan_job(
+        cluster("algo-3", hosts, hps, instance_groups=groups, current_group_name="gpu"), {}, Devices(gpus=8), CODE
+    )
+    # As sagemaker-training: the world is this host's group, so the CPU host never joins the GPU hosts' NCCL world.
+    assert (gpu.hosts, gpu.node_rank, gpu.nproc_per_node) == (("algo-2", "algo-3"), 1, 8)
+    env = json.loads(gpu.env["SM_TRAINING_ENV"])
+    assert (env["distribution_instance_groups"], env["distribution_hosts"]) == (["gpu"], ["algo-2", "algo-3"])
+    assert (env["is_hetero"], env["current_instance_group_hosts"], env["master_hostname"]) == (
+        True,
+        ["algo-3", "algo-2"],
+        "algo-2",
+    )
+    assert gpu.env["SM_INSTANCE_GROUPS"] == '["cpu","gpu"]'
+    cpu = plan_job(cluster("algo-1", hosts, hps, instance_groups=groups, current_group_name="cpu"), {}, Devices(), CODE)
+    assert (cpu.hosts, cpu.launcher) == (("algo-1",), "torchrun")
+
+
+def test_sm_variables_in_the_toolkits_encoding() -> None:
+    hps = {
+        "lr": "0.1", "name": '"x y"', "flag": "true", "sagemaker_program": '"train.py"',
+        "sagemaker_container_log_level": "10", "sagemaker_job_name": '"job-1"', "sagemaker_region": '"eu-west-1"',
+        "sagemaker_torch_distributed_enabled": "true", "smimg_bool_style": '"value"',
+    }  # fmt: skip
+    environ = {"SAGEMAKER_TRAINING_MODULE": "sagemaker_pytorch_container.training:main", "TRAINING_JOB_NAME": "job-1"}
+    plan = plan_job(cluster("algo-1", ["algo-1"], hps), environ, Devices(torch_version="2.13.0+cpu"), CODE)
+    env = plan.env
+    # Only the framework's parameters: the SDK's own (program, region, ...) and smimg's settings are left out.
+    assert env["SM_FRAMEWORK_PARAMS"] == '{"sagemaker_torch_distributed_enabled":true}'
+    assert (env["SM_HP_FLAG"], env["SM_HP_NAME"], env["SM_HPS"]) == (
+        "true",
+        "x y",
+        '{"flag":true,"lr":0.1,"name":"x y"}',
+    )
+    assert (env["SM_LOG_LEVEL"], env["SM_IS_HETERO"], env["SM_INSTANCE_GROUPS"]) == ("10", "false", "[]")
+    assert env["SM_FRAMEWORK_MODULE"] == "sagemaker_pytorch_container.training:main"
+    assert (env["SAGEMAKER_JOB_NAME"], env["SAGEMAKER_REGION"], env["CURRENT_HOST"]) == ("job-1", "eu-west-1", "algo-1")
+    assert env["SM_DLC_TORCH_VERSION"] == "2.13.0+cpu"
+    training = json.loads(env["SM_TRAINING_ENV"])
+    assert len(training) == 37 and training["job_name"] == "job-1" and training["distribution_hosts"] == ["algo-1"]
+    bare = plan_job(cluster("algo-1", ["algo-1"]), {}, Devices(), CODE).env
+    assert (bare["SM_FRAMEWORK_MODULE"], bare["SM_FRAMEWORK_PARAMS"], bare["SAGEMAKER_REGION"]) == ("null", "{}", "")
 
 
 def test_code_comes_from_script_mode_opt_ml_code_or_the_image() -> None:

@@ -17,13 +17,15 @@ DEFAULTS = Settings(
     bool_style="value",
     master_port=7777,
     nproc_per_node=None,
+    nproc_source="the devices",
+    distributes=True,
     code_dir=None,
     entry_point=None,
     watch_port=7778,
     stop_grace=110.0,
     abort_grace=15.0,
     rendezvous_timeout=600.0,
-    finish_timeout=300.0,
+    peer_timeout=120.0,
     dns_timeout=900.0,
     host_addresses=None,
 )
@@ -38,7 +40,7 @@ ENVIRON = {
     "SMIMG_STOP_GRACE": "100",
     "SMIMG_ABORT_GRACE": "5",
     "SMIMG_RENDEZVOUS_TIMEOUT": "60",
-    "SMIMG_FINISH_TIMEOUT": "30.5",
+    "SMIMG_PEER_TIMEOUT": "30.5",
     "SMIMG_DNS_TIMEOUT": "90",
     "SMIMG_HOST_ADDRESSES": json.dumps({"algo-1": "127.0.0.1"}),
 }
@@ -54,13 +56,15 @@ def test_variables_over_defaults() -> None:
         bool_style="flag",
         master_port=8000,
         nproc_per_node=4,
+        nproc_source="SMIMG_NPROC_PER_NODE",
+        distributes=False,
         code_dir="/opt/smimg/code",
         entry_point="-m pkg.train",
         watch_port=8100,
         stop_grace=100.0,
         abort_grace=5.0,
         rendezvous_timeout=60.0,
-        finish_timeout=30.5,
+        peer_timeout=30.5,
         dns_timeout=90.0,
         host_addresses={"algo-1": "127.0.0.1"},
     )
@@ -77,13 +81,15 @@ def test_hyperparameters_over_variables() -> None:
         bool_style="value",
         master_port=9000,
         nproc_per_node=2,
+        nproc_source="smimg_nproc_per_node",
+        distributes=True,
         watch_port=9001,  # follows the master port that won
     )
 
 
 def test_empty_values_count_as_unset() -> None:
     environ = {"SMIMG_MASTER_PORT": "", "SMIMG_STOP_GRACE": "", "SMIMG_HOST_ADDRESSES": "", "SMIMG_LAUNCHER": "python"}
-    assert Settings.load({"smimg_launcher": ""}, environ) == replace(DEFAULTS, launcher="python")
+    assert Settings.load({"smimg_launcher": ""}, environ) == replace(DEFAULTS, launcher="python", distributes=False)
 
 
 @pytest.mark.parametrize("enabled", [True, "true"])
@@ -95,6 +101,35 @@ def test_torch_distributed_forces_torchrun(enabled: object) -> None:
 def test_unsupported_distribution_is_refused() -> None:
     with pytest.raises(PlanError, match=re.escape("MPI (mpirun) (sagemaker_mpi_enabled)")):
         Settings.load({"sagemaker_mpi_enabled": True, "sagemaker_torch_distributed_enabled": True}, {})
+
+
+def test_mixed_distribution_flags_choose_as_the_pytorch_toolkit_does() -> None:
+    # SDK v2 sends both for distribution={"torch_distributed": ..., "smdistributed": {"dataparallel": ...}}:
+    # sagemaker-pytorch-training tests torch_distributed first and runs torchrun.
+    both = {"sagemaker_torch_distributed_enabled": True, "sagemaker_distributed_dataparallel_enabled": True}
+    assert Settings.load(both, {"SMIMG_LAUNCHER": "python"}).launcher == "torchrun"
+    with pytest.raises(PlanError, match="pytorchddp"):
+        Settings.load({**both, "sagemaker_pytorch_ddp_enabled": True}, {})
+
+
+@pytest.mark.parametrize(
+    ("reserved", "environ", "sdk", "expected"),
+    [
+        # The job's own settings before the image's default, smimg's before the SDK's; the devices last.
+        ({"smimg_nproc_per_node": 3, "sagemaker_mpi_num_of_processes_per_host": 2}, {"SMIMG_NPROC_PER_NODE": "4"}, 5,
+         (3, "smimg_nproc_per_node")),
+        ({"sagemaker_mpi_num_of_processes_per_host": 2}, {"SMIMG_NPROC_PER_NODE": "4"}, 5,
+         (2, "sagemaker_mpi_num_of_processes_per_host")),
+        ({}, {"SMIMG_NPROC_PER_NODE": "4"}, 5, (5, "input/data/sm_drivers/distributed.json")),
+        ({}, {"SMIMG_NPROC_PER_NODE": "4"}, None, (4, "SMIMG_NPROC_PER_NODE")),
+        ({}, {}, None, (None, "the devices")),
+    ],
+)  # fmt: skip
+def test_processes_per_host_precedence(
+    reserved: dict[str, object], environ: dict[str, str], sdk: int | None, expected: tuple[int | None, str]
+) -> None:
+    settings = Settings.load(reserved, environ, sdk)
+    assert (settings.nproc_per_node, settings.nproc_source) == expected
 
 
 def test_a_bad_value_names_the_setting_and_the_fix() -> None:
@@ -111,6 +146,7 @@ def test_a_bad_value_names_the_setting_and_the_fix() -> None:
         ({"smimg_master_port": "http"}, {"SMIMG_MASTER_PORT": "8000"}, "smimg_master_port must be a whole number"),
         ({"smimg_nproc_per_node": [2]}, {}, "smimg_nproc_per_node must be a whole number, not [2]"),
         ({}, {"SMIMG_NPROC_PER_NODE": "0"}, "SMIMG_NPROC_PER_NODE must be at least 1, not 0"),
+        ({"sagemaker_mpi_num_of_processes_per_host": "two"}, {}, "sagemaker_mpi_num_of_processes_per_host must be a"),
         ({"smimg_launcher": "deepspeed"}, {}, "smimg_launcher must be one of torchrun, accelerate, python"),
         ({}, {"SMIMG_BOOL_STYLE": "store_true"}, "SMIMG_BOOL_STYLE must be one of value, flag, not 'store_true'"),
         ({}, {"SMIMG_WATCH_PORT": "x"}, "SMIMG_WATCH_PORT must be a whole number"),
@@ -132,7 +168,7 @@ def test_the_plan_carries_the_log_dir_the_watch_port_and_the_timeouts() -> None:
     code = Code("/opt/smimg/code", "train.py")
     plan = plan_launch(job, hyperparameters, settings, environ, Devices(gpus=2), code, "/tmp/logs", Paths(Path("/ml")))
     argv = (
-        "torchrun", "--log-dir", "/tmp/logs", "--tee", "3",
+        "torchrun", "--log-dir", "/tmp/logs", "--tee", "2",
         "--nnodes", "2", "--nproc_per_node", "2", "--node_rank", "1",
         "--master_addr", "10.0.0.1", "--master_port", "7777", "train.py", "--epochs", "3",
     )  # fmt: skip
@@ -144,6 +180,7 @@ def test_the_plan_carries_the_log_dir_the_watch_port_and_the_timeouts() -> None:
         hosts=("algo-1", "algo-2"),
         node_rank=1,
         nproc_per_node=2,
+        nproc_source="the devices",
         master_host="algo-1",
         master_addr="10.0.0.1",
         master_port=7777,
@@ -151,7 +188,7 @@ def test_the_plan_carries_the_log_dir_the_watch_port_and_the_timeouts() -> None:
         script_args=("--epochs", "3"),
         log_dir="/tmp/logs",
         watch_port=7778,
-        timeouts=Timeouts(rendezvous=600.0, finish=300.0, stop_grace=110.0, abort_grace=5.0),
+        timeouts=Timeouts(rendezvous=600.0, peer=120.0, stop_grace=110.0, abort_grace=5.0),
     )
 
 
