@@ -8,11 +8,11 @@ PYTEST_ARGS ?=
 setup:
 	@bash scripts/setup.sh
 
-## standin: build (or reuse) the offline stand-in for the Hugging Face PyTorch DLC
+## standin: build (or reuse) both offline stand-ins for the Hugging Face PyTorch DLC (conda and venv flavours)
 standin: setup
 	$(BIN)/smimg dev standin --quiet
 
-## test: the whole suite, against a real Docker engine (installs and starts what it needs)
+## test: the whole suite, against a real Docker engine (installs and starts what it needs, both stand-ins included)
 test: setup
 	@if docker info >/dev/null 2>&1; then $(BIN)/smimg dev standin --quiet; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

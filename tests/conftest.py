@@ -98,6 +98,14 @@ def standin_image() -> str:
     return standin.ensure_standin().ref
 
 
+@pytest.fixture(scope="session")
+def standin_venv_image() -> str:
+    """The venv flavour of the stand-in (the Amazon Linux 2023 DLC layout); built by `make test` like the other."""
+    from smimg.build import standin
+
+    return standin.ensure_standin(flavour="venv").ref
+
+
 @dataclass(frozen=True)
 class Registry:
     host: str
