@@ -21,6 +21,7 @@ RUN set -eu; \
 COPY smimg/installer.py /opt/smimg/
 COPY smimg/requirements/ /opt/smimg/requirements/
 RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=cache,target=/root/.cache/uv \
     /opt/smimg/bin/python /opt/smimg/installer.py /opt/smimg/requirements/install.json
 
 COPY smimg/dist/ /opt/smimg/dist/

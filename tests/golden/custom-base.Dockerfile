@@ -15,6 +15,7 @@ RUN echo system-ready
 COPY smimg/installer.py /opt/smimg/
 COPY smimg/requirements/ /opt/smimg/requirements/
 RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=cache,target=/root/.cache/uv \
     --mount=type=secret,id=pip-extra-index-url \
     /opt/smimg/bin/python /opt/smimg/installer.py /opt/smimg/requirements/install.json
 

@@ -229,7 +229,9 @@ def _template_context(
     loaded: LoadedSpec, base_ref: str, builder: Builder, secrets: tuple[Secret, ...]
 ) -> dict[str, Any]:
     spec = loaded.spec
-    mounts = ["--mount=type=cache,target=/root/.cache/pip"] if builder.buildkit else []
+    # uv's cache too: where the base's venv has no pip the installer uses uv, whose downloads would stay in the layer.
+    caches = ("/root/.cache/pip", "/root/.cache/uv")
+    mounts = [f"--mount=type=cache,target={cache}" for cache in caches] if builder.buildkit else []
     mounts += [f"--mount=type=secret,id={s.id}" for s in secrets]
     blocks: dict[str, str] = {str(name): text for name, text in spec.blocks.items()}
     return {
