@@ -50,28 +50,23 @@ def split(decoded: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def to_args(user: Mapping[str, Any], bool_style: str = BOOL_VALUE) -> list[str]:
-    """``--key value`` pairs in sorted key order, as sagemaker-training orders them.
+    """Arguments in sorted key order, spelled as sagemaker-training spells them (``mapping.to_cmd_args``), so that
+    scripts written for the DLCs parse them unchanged: ``--key value``, ``-k value`` for a one-letter key, a
+    mapping as ``a=1,b=x``, a list as Python prints it, None as an empty value.
 
-    Booleans: ``value`` gives ``--flag True``/``--flag False`` (what the toolkit and HfArgumentParser expect);
+    Booleans: ``value`` gives ``--flag True``/``--flag False`` (the toolkit's, and what HfArgumentParser expects);
     ``flag`` gives a bare ``--flag`` for True and nothing for False (argparse ``store_true``).
-    Lists and mappings are passed as JSON.
     """
     if bool_style not in BOOL_STYLES:
         raise ValueError(f"{BOOL_STYLE[0]} must be one of {', '.join(BOOL_STYLES)}, not {bool_style!r}")
     args: list[str] = []
     for key in sorted(user):
         value = user[key]
-        name = f"--{key}"
-        if isinstance(value, bool):
-            if bool_style == BOOL_FLAG:
-                if value:
-                    args.append(name)
-                continue
-            args += [name, str(value)]
-        elif value is None:
-            args += [name, ""]
-        elif isinstance(value, (list, dict)):
-            args += [name, json.dumps(value)]
+        name = f"--{key}" if len(key) > 1 else f"-{key}"
+        if isinstance(value, bool) and bool_style == BOOL_FLAG:
+            args += [name] if value else []
+        elif isinstance(value, dict):
+            args += [name, ",".join(f"{k}={v}" for k, v in sorted(value.items()))]
         else:
-            args += [name, str(value)]
+            args += [name, "" if value is None else str(value)]
     return args

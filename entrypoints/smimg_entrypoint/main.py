@@ -33,6 +33,7 @@ from typing import IO
 from smimg_entrypoint import __version__, contract
 from smimg_entrypoint.cluster import Cluster, Paths, read_cluster
 from smimg_entrypoint.hyperparameters import Hyperparameters, parse
+from smimg_entrypoint.logs import LogTrimmer, read_end
 from smimg_entrypoint.plan import SMDDP_TOOLS, Code, Devices, LaunchPlan, choose_code, plan_launch, too_long
 from smimg_entrypoint.settings import PlanError, Settings
 from smimg_entrypoint.watch import Master, PeerFailure, Worker
@@ -114,6 +115,7 @@ _ECHOES = (
     "Broken pipe",
     "DistNetworkError",
 )
+TRIM_EVERY = 10.0  # seconds between trims of torchrun's per-rank logs
 ECHO_WAIT = 5.0  # seconds a node whose rank died of a peer's death waits for that peer's own report
 
 
@@ -121,12 +123,15 @@ def _is_echo(cause: str | None) -> bool:
     return cause is not None and any(echo in cause for echo in _ECHOES)
 
 
+TRACEBACK_BYTES = 1 << 20  # of a rank's stderr log searched for its last traceback (its end is in the failure file)
+
+
 def root_cause(log_dir: str, local_rank: int | None = None) -> str | None:
     """The traceback tail of a local rank (by default the first to fail), from torchrun's per-rank stderr logs."""
     candidates = []
     rank_dir = "*" if local_rank is None else str(local_rank)
     for path in glob.glob(os.path.join(log_dir, "*", "attempt_*", rank_dir, "stderr.log")):
-        text = Path(path).read_text(errors="replace")
+        text = read_end(path, TRACEBACK_BYTES)
         if "Traceback (most recent call last)" in text or "Error" in text:
             candidates.append((os.path.getmtime(path), path, text))
     if not candidates:
@@ -232,13 +237,23 @@ def fetch_code(code: Code, paths: Paths) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         archive = source
         if source.startswith("s3://"):
-            import boto3  # the DLCs carry it (sagemaker-training needs it); only script mode from S3 uses it
-
-            bucket, _, key = source[len("s3://") :].partition("/")
             archive = os.path.join(tmp, "sourcedir.tar.gz")
-            boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL")).download_file(bucket, key, archive)
+            _download(source, archive)
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(target, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(target)
+
+
+def _download(source: str, archive: str) -> None:
+    """One S3 object to a file; any failure (no boto3, credentials, access, a missing key) as an OSError naming it."""
+    try:
+        import boto3  # the DLCs carry it (sagemaker-training needs it); only script mode from S3 uses it
+
+        bucket, _, key = source[len("s3://") :].partition("/")
+        boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL")).download_file(bucket, key, archive)
+    except ImportError:
+        raise OSError(f"cannot download {source}: boto3 is not installed in this image") from None
+    except Exception as exc:  # botocore's errors share no base class with OSError
+        raise OSError(f"cannot download {source}: {exc}") from None
 
 
 def install_requirements(code_dir: str) -> None:
@@ -330,7 +345,7 @@ class Job:
         plan = self.plan
         try:
             events = self._start_peers()
-        except TimeoutError as exc:
+        except OSError as exc:  # the master's port taken, or a worker that cannot reach it
             self._report(f"smimg: cannot launch: {exc}")
             return 1
         log("launching: " + shlex.join(plan.argv), plan.node_rank)
@@ -361,7 +376,13 @@ class Job:
         self.join_deadline = time.monotonic() + plan.timeouts.rendezvous
         if plan.nnodes > 1 and plan.is_master:
             workers = [h for h in plan.hosts if h != plan.master_host]
-            self.master = Master(plan.watch_port, workers, plan.timeouts.peer)
+            try:
+                self.master = Master(plan.watch_port, workers, plan.timeouts.peer)
+            except OSError as exc:
+                raise OSError(
+                    f"the master's entrypoint cannot listen on port {plan.watch_port} ({exc.strerror or exc}): set "
+                    f"{contract.WATCH_PORT_ENV} to a free port"
+                ) from None
             return self.master.events
         if plan.nnodes > 1:
             here = plan.hosts[plan.node_rank]
@@ -373,11 +394,15 @@ class Job:
         """Wait for the launcher; stop it once, for a signal or a peer that fails or never joins; SIGKILL it when
         that stop's grace period ends."""
         plan = self.plan
+        trimmer, trimmed = LogTrimmer(plan.log_dir), time.monotonic()
         while True:
             try:
                 return child.wait(timeout=0.05)
             except subprocess.TimeoutExpired:
                 pass
+            if time.monotonic() - trimmed > TRIM_EVERY:
+                trimmer.trim()
+                trimmed = time.monotonic()
             if self.master is not None and time.monotonic() > self.join_deadline and self.master.missing():
                 missing = ", ".join(sorted(self.master.missing()))
                 self.master.abort(
@@ -398,9 +423,10 @@ class Job:
     def _stop(self, child: subprocess.Popen[bytes], why: str, signalled: bool) -> bool:
         """Begin stopping the training processes, once: a later trigger neither restarts nor shortens the grace.
 
-        ``signalled``: SageMaker's stop, with its grace; the workers get SIGTERM and the launcher only the SIGKILL,
-        so that torchrun's own 30 s kill timer does not cut a checkpoint short. Else a failed peer's: all of them
-        get SIGTERM, with the abort grace.
+        ``signalled``: SageMaker's stop, with its grace; the workers get SIGTERM and torchrun or accelerate only the
+        SIGKILL, so that torchrun's own 30 s kill timer does not cut a checkpoint short (under the python and
+        command launchers the launched process is the script, and gets the SIGTERM). Else a failed peer's: all of
+        them get SIGTERM, with the abort grace.
         """
         if self.stopping:
             log(f"{why}: already stopping, the grace period stands", self.plan.node_rank)
@@ -408,37 +434,61 @@ class Job:
         self.stopping = True
         grace = self.plan.timeouts.stop_grace if signalled else self.plan.timeouts.abort_grace
         log(f"{why}: forwarding SIGTERM to the training processes (SIGKILL in {grace:.0f}s)", self.plan.node_rank)
-        _signal_tree(child.pid, signal.SIGTERM, include_root=not signalled)
+        spare_launcher = signalled and self.plan.launcher in (contract.TORCHRUN, contract.ACCELERATE)
+        _signal_tree(child.pid, signal.SIGTERM, include_root=not spare_launcher)
         self.stop_deadline = time.monotonic() + grace
         return True
 
     def _conclude(self, rc: int) -> int:
-        """Agree on the outcome with the other nodes, write the failure file, and pick the exit code."""
+        """Agree on the outcome with the other nodes, write the failure or success file, and pick the exit code."""
         plan = self.plan
         ok = rc == 0 and self.peer_failure is None
         if ok and self.master is not None:
-            if self.master.missing() or self.master.done != self.master.expected:
-                log("training finished here; waiting for the other nodes to finish", plan.node_rank)
-            unfinished = self.master.wait_all_done(self.join_deadline)
-            if unfinished:
-                self.peer_failure = (
-                    self.master.events.get()
-                    if not self.master.events.empty()
-                    else PeerFailure(
-                        ",".join(sorted(self.master.missing() or unfinished)),
-                        f"never joined the job within {plan.timeouts.rendezvous:.0f}s",
-                    )
-                )
-                ok = False
+            ok = self._await_workers()
+        elif ok and self.worker is not None:
+            ok = self._await_master()
+        if self.stop_signal is not None:
+            log(f"stopped by {signal.Signals(self.stop_signal).name} while waiting for the other nodes", plan.node_rank)
+            self._close_peers()
+            return 128 + self.stop_signal
         status = 0 if ok else self._fail(rc)
-        if ok and self.worker is not None:
-            self.worker.report(True)
-            self.worker.finished.wait()  # BYE, or the master silent for the peer timeout
         self._close_peers()
         if ok:
             write_success(self.paths)
             log("job completed", plan.node_rank)
         return status
+
+    def _signalled(self) -> bool:
+        """Whether SageMaker's stop arrived (it is noted as the stop signal)."""
+        if self.received is None:
+            return False
+        self.stop_signal, self.received = self.received, None
+        return True
+
+    def _await_workers(self) -> bool:
+        """On the master, once its own training succeeded: every worker's DONE."""
+        assert self.master is not None
+        log("training finished here; waiting for the other nodes to finish", self.plan.node_rank)
+        unfinished = self.master.wait_all_done(self.join_deadline, self._signalled)
+        if not unfinished or self.stop_signal is not None:
+            return not unfinished
+        missing = self.master.missing()
+        self.peer_failure = self.master.failure or PeerFailure(
+            ",".join(sorted(missing or unfinished)), f"never joined the job within {self.plan.timeouts.rendezvous:.0f}s"
+        )
+        return False
+
+    def _await_master(self) -> bool:
+        """On a worker, once its own training succeeded: report DONE, then the master's verdict (BYE), unless a peer
+        failed meanwhile or the master went away."""
+        assert self.worker is not None
+        self.worker.report(True)
+        while not self.worker.finished.wait(0.1):
+            if self._signalled():
+                return False
+        with contextlib.suppress(queue.Empty):
+            self.peer_failure = self.worker.events.get_nowait()
+        return self.peer_failure is None
 
     def _fail(self, rc: int) -> int:
         """Blame the peer that failed first, else this node's failing rank; tell the other nodes; the exit status."""
@@ -512,17 +562,13 @@ def sdk_processes(paths: Paths) -> int | None:
     raise PlanError(f"process_count_per_node in {path} must be a whole number, not {value!r}")
 
 
-def interpreter(code: Code) -> tuple[str, ...]:
-    """A command entry point's #! line (sagemaker-training runs it as ./script, so the kernel reads it); /bin/sh
-    without one."""
+def make_executable(code: Code) -> None:
+    """A command entry point runs as ./script, as sagemaker-training runs it (which makes it executable too)."""
+    path = os.path.join(code.directory, code.entry_point)
     try:
-        with open(os.path.join(code.directory, code.entry_point), "rb") as handle:
-            first = handle.readline(256)
-    except OSError:
-        return ("/bin/sh",)
-    if first.startswith(b"#!") and first[2:].split():
-        return tuple(os.fsdecode(word) for word in first[2:].split())
-    return ("/bin/sh",)
+        os.chmod(path, os.stat(path).st_mode | 0o111)
+    except OSError as exc:
+        log(f"could not make {path} executable ({exc.strerror}): it runs only if it is already")
 
 
 def image_defaults(environ: dict[str, str], script: str = contract.HF_OPTIMIZATIONS_SCRIPT) -> dict[str, str]:
@@ -572,8 +618,6 @@ def _inputs(paths: Paths) -> JobInputs:
 def _plan(paths: Paths, inputs: JobInputs) -> LaunchPlan:
     """Everything this node does, decided from /opt/ml, the environment, the code and the devices."""
     code = inputs.code
-    if code.is_command:
-        code = dataclasses.replace(code, interpreter=interpreter(code))
     devices = detect_devices(inputs.cluster.current_instance_type)
     defaults = image_defaults(dict(os.environ))
     log_dir = tempfile.mkdtemp(prefix="smimg-logs-")
@@ -600,6 +644,8 @@ def train(paths: Paths | None = None) -> int:
         if inputs.code.fetch_from:
             fetch_code(inputs.code, paths)
         install_requirements(inputs.code.directory)
+        if inputs.code.is_command:
+            make_executable(inputs.code)
         plan = _plan(paths, inputs)
     except (PlanError, KeyError, ValueError, OSError, subprocess.CalledProcessError, tarfile.TarError) as exc:
         return _cannot_launch(paths, exc)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from smimg_entrypoint import contract
@@ -55,15 +54,11 @@ SMDDP_TOOLS = ("smddprun", "smddpmprun")  # SM_TRAINING_ENV reports whether they
 
 @dataclass(frozen=True)
 class Code:
-    """Where the training code is, its entry point, and what must be fetched first.
-
-    ``interpreter``: for a command entry point (a shell script), its #! line, read once the code is in place.
-    """
+    """Where the training code is, its entry point, and what must be fetched first."""
 
     directory: str
     entry_point: str
     fetch_from: str | None = None
-    interpreter: tuple[str, ...] = ()
 
     @property
     def is_module(self) -> bool:
@@ -225,16 +220,11 @@ def plan_launch(
     paths = paths or Paths()
     topology = plan_topology(cluster, hyperparameters.reserved, settings.host_addresses)
     launcher = _launcher(settings, topology, code)
-    nproc = settings.nproc_per_node or devices.gpus or devices.neuron_cores or 1
+    nproc, nproc_source = settings.nproc_per_node or devices.gpus or devices.neuron_cores or 1, settings.nproc_source
+    if launcher in (COMMAND_LAUNCHER, contract.PYTHON_LAUNCHER):
+        nproc, nproc_source = 1, f"the {launcher} launcher, which runs one per host"
     script_args = tuple(to_args(hyperparameters.user, settings.bool_style))
-    if launcher == contract.TORCHRUN:
-        argv = _torchrun_argv(topology, nproc, settings.master_port, code, log_dir)
-    elif launcher == contract.ACCELERATE:
-        argv = _accelerate_argv(topology, nproc, settings.master_port, code, devices)
-    elif launcher == COMMAND_LAUNCHER:
-        argv = [*(code.interpreter or ("/bin/sh",)), code.entry_point]
-    else:
-        argv = _python_argv(code)
+    argv = _launcher_argv(launcher, topology, nproc, settings.master_port, code, log_dir, devices)
     groups = reported_groups(cluster, hyperparameters.reserved, settings)
     env = sm_environment(SmInputs(cluster, hyperparameters, devices, code, paths, groups, script_args, environ))
     env.update(_launch_env(cluster, environ, devices, topology, settings.master_port))
@@ -247,8 +237,8 @@ def plan_launch(
         cwd=code.directory,
         hosts=topology.hosts,
         node_rank=topology.node_rank,
-        nproc_per_node=1 if launcher in (COMMAND_LAUNCHER, contract.PYTHON_LAUNCHER) else nproc,
-        nproc_source=settings.nproc_source,
+        nproc_per_node=nproc,
+        nproc_source=nproc_source,
         master_host=topology.master_host,
         master_addr=topology.master_addr,
         master_port=settings.master_port,
@@ -263,6 +253,20 @@ def plan_launch(
             abort_grace=settings.abort_grace,
         ),
     )
+
+
+def _launcher_argv(
+    launcher: str, topology: Topology, nproc: int, master_port: int, code: Code, log_dir: str, devices: Devices
+) -> list[str]:
+    if launcher == contract.TORCHRUN:
+        return _torchrun_argv(topology, nproc, master_port, code, log_dir)
+    if launcher == contract.ACCELERATE:
+        return _accelerate_argv(topology, nproc, master_port, code, devices)
+    if launcher == COMMAND_LAUNCHER:
+        # As sagemaker-training runs it (./script through sh): the kernel reads its #! line, and sh runs a file
+        # without one as a shell script; "$@" passes the arguments without a second round of shell parsing.
+        return ["/bin/sh", "-c", 'exec "./$0" "$@"', code.entry_point]
+    return [contract.PYTHON_LAUNCHER, *_target(code)]
 
 
 def _check_exec_limits(argv: tuple[str, ...], env: Mapping[str, str], hyperparameters: Hyperparameters) -> None:
@@ -307,12 +311,13 @@ def _target(code: Code) -> list[str]:
 def _torchrun_argv(topology: Topology, nproc: int, master_port: int, code: Code, log_dir: str) -> list[str]:
     return [
         contract.TORCHRUN,
-        # Per-rank stderr logs (and "[rankN]:" prefixes on the console) let the failure file name the failing rank's
-        # traceback. stderr only: a copy of stdout (NCCL_DEBUG=INFO, progress bars) would grow without bound in /tmp.
+        # Per-rank logs let the failure file quote the failing rank's traceback; the tee gives the console whole lines
+        # with "[rankN]:" prefixes (ranks writing one pipe would split each other's lines). logs.LogTrimmer keeps
+        # the files from filling the disk.
         "--log-dir",
         log_dir,
         "--tee",
-        "2",
+        "3",
         "--nnodes",
         str(len(topology.hosts)),
         "--nproc_per_node",
@@ -347,10 +352,6 @@ def _accelerate_argv(topology: Topology, nproc: int, master_port: int, code: Cod
         *(["--cpu"] if not devices.gpus else []),
         *(["--module", target[1]] if code.is_module else target),
     ]
-
-
-def _python_argv(code: Code) -> list[str]:
-    return [contract.PYTHON_LAUNCHER, *_target(code)]
 
 
 def _launch_env(
@@ -452,7 +453,7 @@ def training_env(inputs: SmInputs) -> dict[str, Any]:
         "master_hostname": master,
         "model_dir": str(paths.model),
         "module_dir": str(reserved.get(contract.HP_SUBMIT_DIRECTORY) or code.directory),
-        "module_name": entry if code.is_module else PurePosixPath(entry).name.rsplit(".py", 1)[0],
+        "module_name": entry[:-3] if entry.endswith(".py") else entry,
         "network_interface_name": cluster.network_interface,
         "num_cpus": devices.cpus,
         "num_gpus": devices.gpus,
@@ -500,7 +501,9 @@ _EXPORTED = {
 
 
 def _value(value: object) -> str:
-    """The toolkit's encoding of a variable: strings verbatim, anything else compact JSON."""
+    """The toolkit's encoding of a variable: strings verbatim, None empty, anything else compact JSON."""
+    if value is None:
+        return ""
     return value if isinstance(value, str) else _dumps(value)
 
 
@@ -520,9 +523,8 @@ def sm_environment(inputs: SmInputs) -> dict[str, str]:
     if inputs.devices.torch_version:
         env["SM_DLC_TORCH_VERSION"] = inputs.devices.torch_version
     reserved = inputs.hyperparameters.reserved
-    # The toolkit falls back on boto3's region, which reads these variables.
-    environ = inputs.environ
-    region = reserved.get(contract.HP_REGION) or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    # The toolkit falls back on boto3's session region, which reads AWS_DEFAULT_REGION (not AWS_REGION).
+    region = reserved.get(contract.HP_REGION) or inputs.environ.get("AWS_DEFAULT_REGION")
     env.update(
         {
             "CURRENT_HOST": inputs.cluster.current_host,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -88,6 +89,8 @@ class Settings:
         bool_style = _choice(contract.BOOL_STYLE, reserved, environ, contract.BOOL_STYLES, contract.BOOL_VALUE)
         master_port = _integer(contract.MASTER_PORT, reserved, environ, DEFAULT_MASTER_PORT)
         nproc, nproc_source = _processes(reserved, environ, sdk_processes)
+        watch_port = _integer(contract.WATCH_PORT_ENV, reserved, environ, master_port + 1)
+        _ports(contract.MASTER_PORT, contract.WATCH_PORT_ENV, reserved, (master_port, watch_port))
         return cls(
             launcher=launcher,
             bool_style=bool_style,
@@ -97,7 +100,7 @@ class Settings:
             distributes=asked or launcher != contract.PYTHON_LAUNCHER,
             code_dir=environ.get(contract.CODE_DIR_ENV) or None,
             entry_point=environ.get(contract.ENTRY_POINT_ENV) or None,
-            watch_port=_integer(contract.WATCH_PORT_ENV, reserved, environ, master_port + 1),
+            watch_port=watch_port,
             stop_grace=_seconds(contract.STOP_GRACE_ENV, environ, STOP_GRACE),
             abort_grace=_seconds(contract.ABORT_GRACE_ENV, environ, ABORT_GRACE),
             rendezvous_timeout=_seconds(contract.RENDEZVOUS_TIMEOUT_ENV, environ, RENDEZVOUS_TIMEOUT),
@@ -190,24 +193,37 @@ def _integer(
 
 
 def _whole(name: str, value: object) -> int:
-    # Hyperparameters arrive JSON-decoded (8), variables as text ("8").
+    # Hyperparameters arrive JSON-decoded (8, or 8.0 from some tools), variables as text ("8").
     with contextlib.suppress(ValueError, OverflowError):
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            return int(value)
+            number = float(value)
+            if number == int(number):
+                return int(number)
     raise PlanError(f"{name} must be a whole number, not {value!r}: set one, or remove it to use the default")
+
+
+def _ports(master: tuple[str, str], watch: str, reserved: Mapping[str, object], values: tuple[int, int]) -> None:
+    for setting, port in zip((_name(master, reserved), watch), values, strict=True):
+        if not 0 < port < 65536:
+            raise PlanError(f"{setting} must be a TCP port (1 to 65535), not {port}")
+    if values[0] == values[1]:
+        raise PlanError(
+            f"{watch} is {values[1]}, the master port: torchrun's store and smimg's watch need a port each; set "
+            f"{watch} to another one"
+        )
 
 
 def _seconds(variable: str, environ: Mapping[str, str], default: float) -> float:
     value = environ.get(variable) or None
     if value is None:
         return default
-    try:
-        return float(value)
-    except ValueError:
-        raise PlanError(
-            f"{variable} must be a number of seconds, not {value!r}: set one, or remove it to use the default "
-            f"({default:.0f})"
-        ) from None
+    with contextlib.suppress(ValueError):
+        if math.isfinite(seconds := float(value)) and seconds > 0:
+            return seconds
+    raise PlanError(
+        f"{variable} must be a number of seconds above 0, not {value!r}: set one, or remove it to use the default "
+        f"({default:.0f})"
+    )
 
 
 def _host_addresses(environ: Mapping[str, str]) -> Mapping[str, str] | None:

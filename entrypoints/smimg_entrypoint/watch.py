@@ -64,6 +64,7 @@ class Master:
         self.peer_timeout = peer_timeout
         self.lock = threading.Lock()
         self.aborted = False
+        self.failure: PeerFailure | None = None  # the first, which aborted the job
         self.server = socket.create_server(("0.0.0.0", port), reuse_port=False)
         self.server.settimeout(0.5)
         self.closing = False
@@ -123,26 +124,30 @@ class Master:
         with self.lock:
             if self.aborted:
                 return
-            self.aborted = True
+            # Under the lock with the flag: whoever sees the job aborted finds the reason there.
+            self.aborted, self.failure = True, failure
             conns = list(self.conns.values())
+        self.events.put(failure)
         for conn in conns:
             _send(conn, "ABORT", failure.host, json.dumps(failure.reason))
-        self.events.put(failure)
 
     def missing(self) -> set[str]:
         with self.lock:
             return self.expected - self.joined
 
-    def wait_all_done(self, join_deadline: float) -> set[str]:
+    def wait_all_done(self, join_deadline: float, interrupted: Callable[[], bool]) -> set[str]:
         """Wait for every worker's DONE, however long their jobs run on, unless the job aborts (a failure, a lost
-        or silent peer) or a worker has not joined by ``join_deadline``; return those that never reported."""
-        while True:
+        or silent peer), a worker has not joined by ``join_deadline``, or ``interrupted()`` (a signal); return those
+        that never reported."""
+        while not interrupted():
             with self.lock:
                 if self.expected <= self.done or self.aborted:
-                    return self.expected - self.done
+                    break
                 if time.monotonic() > join_deadline and not self.expected <= self.joined:
-                    return self.expected - self.done
+                    break
             time.sleep(0.05)
+        with self.lock:
+            return self.expected - self.done
 
     def close(self) -> None:
         self.closing = True

@@ -235,14 +235,22 @@ import json, os, sys, time
 host = os.environ["SM_CURRENT_HOST"]
 open(os.path.join(os.environ["SM_MODEL_DIR"], "started"), "w").close()
 time.sleep(json.loads(os.environ["SM_HP_SLEEP"])[host])
+if host in json.loads(os.environ.get("SM_HP_FAIL", "[]")):
+    sys.exit(f"{host} was told to fail")
 print(f"DONE {host}", flush=True)
 """
 
 
-def test_a_host_finishing_long_after_the_others_still_succeeds(tmp_path: Path) -> None:
-    code = tmp_path / "late"
-    code.mkdir()
-    (code / "late.py").write_text(LATE)
+@pytest.fixture
+def late(tmp_path: Path) -> Path:
+    folder = tmp_path / "late"
+    folder.mkdir()
+    (folder / "late.py").write_text(LATE)
+    return folder
+
+
+def test_a_host_finishing_long_after_the_others_still_succeeds(tmp_path: Path, late: Path) -> None:
+    code = late
     hosts, ports = ["algo-1", "algo-2"], (free_port(), free_port())
     hps = {"sleep": json.dumps({"algo-1": 0, "algo-2": 6})}
     bases = [node_tree(tmp_path, host, hosts, hps) for host in hosts]
@@ -255,12 +263,10 @@ def test_a_host_finishing_long_after_the_others_still_succeeds(tmp_path: Path) -
     assert all((base / "output" / "success").is_file() for base in bases)
 
 
-def test_a_peer_that_falls_silent_is_lost_after_the_peer_timeout(tmp_path: Path) -> None:
+def test_a_peer_that_falls_silent_is_lost_after_the_peer_timeout(tmp_path: Path, late: Path) -> None:
     # A vanished instance or a partition closes no connection: only the silence tells. SIGSTOP freezes algo-2's
     # entrypoint (its training process runs on), as a lost instance would fall silent.
-    code = tmp_path / "late"
-    code.mkdir()
-    (code / "late.py").write_text(LATE)
+    code = late
     hosts, ports = ["algo-1", "algo-2"], (free_port(), free_port())
     bases = [node_tree(tmp_path, host, hosts, {"sleep": json.dumps({"algo-1": 60, "algo-2": 60})}) for host in hosts]
     extra = {"SMIMG_LAUNCHER": "python", "SMIMG_PEER_TIMEOUT": "2", "SMIMG_ABORT_GRACE": "2"}
@@ -308,3 +314,34 @@ def test_a_shell_script_entry_point_runs_once_per_host_like_the_toolkit(tmp_path
     assert "SCRIPT bash host=algo-1 args=--note a b 127.0.0.1" in output, output
     assert (base / "model" / "ran.txt").read_text() == "ran\n"  # once, though 2 processes per host were asked
     assert (base / "output" / "success").is_file()
+
+
+def test_a_stop_while_the_master_waits_for_a_late_host_is_a_stop(tmp_path: Path, late: Path) -> None:
+    hosts, ports = ["algo-1", "algo-2"], (free_port(), free_port())
+    bases = [node_tree(tmp_path, host, hosts, {"sleep": json.dumps({"algo-1": 0, "algo-2": 60})}) for host in hosts]
+    procs = [start(base, late, ports, extra={"SMIMG_LAUNCHER": "python"}, entry_point="late.py") for base in bases]
+    deadline = time.monotonic() + 60
+    while not all((base / "model" / "started").exists() for base in bases):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.kill() for p in procs]
+        time.sleep(0.1)
+    time.sleep(2)  # algo-1's script is done: its entrypoint waits for algo-2
+    for proc in procs:  # StopTrainingJob signals every host
+        proc.send_signal(signal.SIGTERM)
+    outputs = [proc.communicate(timeout=30)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [143, 143], outputs
+    assert "stopped by SIGTERM while waiting for the other nodes" in outputs[0], outputs[0]
+    assert not any((base / "output" / name).exists() for base in bases for name in ("success", "failure"))
+
+
+def test_a_host_that_finished_does_not_succeed_when_a_peer_fails_after_it(tmp_path: Path, late: Path) -> None:
+    hosts, ports = ["algo-1", "algo-2", "algo-3"], (free_port(), free_port())
+    hps = {"sleep": json.dumps({"algo-1": 0, "algo-2": 0, "algo-3": 3}), "fail": json.dumps(["algo-3"])}
+    bases = [node_tree(tmp_path, host, hosts, hps) for host in hosts]
+    procs = [start(base, late, ports, extra={"SMIMG_LAUNCHER": "python"}, entry_point="late.py") for base in bases]
+    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    assert all(proc.returncode != 0 for proc in procs), outputs
+    assert "DONE algo-2" in outputs[1], outputs[1]
+    assert not any((base / "output" / "success").exists() for base in bases)
+    for base in bases[:2]:
+        failure = (base / "output" / "failure").read_text()
+        assert failure.startswith("peer algo-3 failed: ExitCode 1 on algo-3"), failure

@@ -90,6 +90,18 @@ SCENARIOS: dict[str, tuple[dict[str, Any], dict[str, str], dict[str, str]]] = {
         {},
         {},
     ),
+    "odd hyperparameters, a script in a sub-folder, the region from the environment": (
+        {
+            "resource": {"current_host": "algo-1", "hosts": ["algo-1"]},
+            "hyperparameters": {
+                **{k: v for k, v in SCRIPT_MODE.items() if k != "sagemaker_region"},
+                "sagemaker_program": '"sub/dump.py"',
+                "k": "3", "cfg": '{"b": "x", "a": [1]}', "names": '["a", "b"]', "none": "null",
+            },
+        },
+        {"SMIMG_LAUNCHER": "python", "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-central-1"},
+        {},
+    ),
 }  # fmt: skip
 
 
@@ -108,8 +120,9 @@ def write_tree(root: Path, tree: dict[str, Any]) -> Path:
     }
     (config / "inputdataconfig.json").write_text(json.dumps(channels))
     (root / "input" / "data" / "train").mkdir(parents=True)
-    (root / "code").mkdir()
+    (root / "code" / "sub").mkdir(parents=True)
     (root / "code" / "dump.py").write_text(DUMP)
+    (root / "code" / "sub" / "dump.py").write_text(DUMP)
     for folder in ("model", "output/data"):
         (root / folder).mkdir(parents=True)
     return root

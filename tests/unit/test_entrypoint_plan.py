@@ -40,7 +40,7 @@ def choose(reserved: Mapping[str, object], environ: Mapping[str, str], paths: Pa
 def test_one_cpu_node_missing_optional_fields() -> None:
     plan = plan_job(cluster("algo-1", ["algo-1"]), {}, Devices(cpus=2), CODE, PATHS)
     assert plan.argv == (
-        "torchrun", "--log-dir", LOG_DIR, "--tee", "2", "--nnodes", "1", "--nproc_per_node", "1", "--node_rank", "0",
+        "torchrun", "--log-dir", LOG_DIR, "--tee", "3", "--nnodes", "1", "--nproc_per_node", "1", "--node_rank", "0",
         "--master_addr", "algo-1", "--master_port", "7777", "train.py",
     )  # fmt: skip
     assert plan.cwd == "/opt/smimg/code"
@@ -59,7 +59,7 @@ def test_two_nodes_of_eight_gpus() -> None:
     devices = Devices(gpus=8, cpus=96, interfaces=("eth0", "lo"))
     plan = plan_job(cluster("algo-2", ["algo-2", "algo-1"]), {}, devices, CODE, PATHS)
     assert plan.argv[:15] == (
-        "torchrun", "--log-dir", LOG_DIR, "--tee", "2", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
+        "torchrun", "--log-dir", LOG_DIR, "--tee", "3", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
         "--master_addr", "algo-1", "--master_port", "7777",
     )  # fmt: skip
     assert plan.env["NCCL_SOCKET_IFNAME"] == "eth0"
@@ -120,6 +120,9 @@ def test_hyperparameters_arrive_verbatim_without_a_shell() -> None:
         "--do_train", "True", "--epochs", "3", "--layers", "[1, 2]", "--model", "gpt2",
         "--note", "two words; rm -rf / 'quoted' \"double\"", "--skip", "False",
     ]  # fmt: skip
+    # As sagemaker-training's mapping.to_cmd_args spells them: one-letter keys, mappings, lists, None.
+    odd = {"k": 3, "cfg": {"b": "x", "a": 1}, "names": ["a", "b"], "empty": None}
+    assert to_args(odd) == ["--cfg", "a=1,b=x", "--empty", "", "-k", "3", "--names", "['a', 'b']"]
     assert to_args(user, "flag") == [
         "--do_train", "--epochs", "3", "--layers", "[1, 2]", "--model", "gpt2",
         "--note", "two words; rm -rf / 'quoted' \"double\"",
@@ -202,19 +205,19 @@ def test_the_hf_dlcs_defaults_come_from_its_own_script() -> None:
     assert image_defaults(path, "/nonexistent/hf_optimizations.sh") == {}
 
 
-def test_a_shell_script_entry_point_runs_once_per_host_with_its_interpreter() -> None:
+def test_a_shell_script_entry_point_runs_once_per_host_as_the_toolkit_runs_it() -> None:
     hps = {"epochs": "3", "sagemaker_torch_distributed_enabled": "true"}
-    code = Code("/opt/ml/code", "run.sh", interpreter=("/usr/bin/env", "bash"))
-    plan = plan_job(cluster("algo-2", ["algo-1", "algo-2"], hps), {}, Devices(gpus=8), code, PATHS)
+    code = Code("/opt/ml/code", "run.sh")
+    plan = plan_job(cluster("algo-2", ["algo-1", "algo-2"], hps), {"SMIMG_NPROC_PER_NODE": "4"}, Devices(gpus=8), code)
     assert (plan.launcher, plan.nproc_per_node) == ("command", 1)
-    assert plan.argv == ("/usr/bin/env", "bash", "run.sh", "--epochs", "3")
+    assert plan.nproc_source == "the command launcher, which runs one per host"
+    assert plan.argv == ("/bin/sh", "-c", 'exec "./$0" "$@"', "run.sh", "--epochs", "3")
     assert (plan.env["MASTER_ADDR"], plan.env["SM_CURRENT_HOST_RANK"], plan.hosts) == (
         "algo-1",
         "1",
         ("algo-1", "algo-2"),
     )
     assert Code("/c", "train").is_command and not Code("/c", "-m pkg.train").is_command
-    assert plan_job(cluster("algo-1", ["algo-1"]), {}, Devices(), Code("/c", "go.sh")).argv == ("/bin/sh", "go.sh")
 
 
 def test_heterogeneous_groups_without_named_groups_train_in_their_own_group() -> None:
@@ -263,8 +266,10 @@ def test_sm_variables_in_the_toolkits_encoding() -> None:
     assert env["SM_DLC_TORCH_VERSION"] == "2.13.0+cpu"
     training = json.loads(env["SM_TRAINING_ENV"])
     assert len(training) == 37 and training["job_name"] == "job-1" and training["distribution_hosts"] == ["algo-1"]
-    bare = plan_job(cluster("algo-1", ["algo-1"]), {}, Devices(), CODE).env
-    assert (bare["SM_FRAMEWORK_MODULE"], bare["SM_FRAMEWORK_PARAMS"], bare["SAGEMAKER_REGION"]) == ("null", "{}", "")
+    # The toolkit's encodings: None as an empty value; the region from boto3's own variable only.
+    bare = plan_job(cluster("algo-1", ["algo-1"]), {"AWS_REGION": "eu-west-1"}, Devices(), Code("/c", "sub/t.py")).env
+    assert (bare["SM_FRAMEWORK_MODULE"], bare["SM_FRAMEWORK_PARAMS"], bare["SAGEMAKER_REGION"]) == ("", "{}", "")
+    assert (bare["SM_MODULE_NAME"], bare["SM_USER_ENTRY_POINT"]) == ("sub/t", "sub/t.py")
 
 
 def test_code_comes_from_script_mode_opt_ml_code_or_the_image() -> None:

@@ -150,7 +150,12 @@ def test_a_bad_value_names_the_setting_and_the_fix() -> None:
         ({"smimg_launcher": "deepspeed"}, {}, "smimg_launcher must be one of torchrun, accelerate, python"),
         ({}, {"SMIMG_BOOL_STYLE": "store_true"}, "SMIMG_BOOL_STYLE must be one of value, flag, not 'store_true'"),
         ({}, {"SMIMG_WATCH_PORT": "x"}, "SMIMG_WATCH_PORT must be a whole number"),
-        ({}, {"SMIMG_STOP_GRACE": "2m"}, "SMIMG_STOP_GRACE must be a number of seconds, not '2m'"),
+        ({}, {"SMIMG_STOP_GRACE": "2m"}, "SMIMG_STOP_GRACE must be a number of seconds above 0, not '2m'"),
+        ({}, {"SMIMG_PEER_TIMEOUT": "0"}, "SMIMG_PEER_TIMEOUT must be a number of seconds above 0, not '0'"),
+        ({}, {"SMIMG_PEER_TIMEOUT": "nan"}, "SMIMG_PEER_TIMEOUT must be a number of seconds above 0, not 'nan'"),
+        ({"smimg_master_port": 65535}, {}, "SMIMG_WATCH_PORT must be a TCP port (1 to 65535), not 65536"),
+        ({}, {"SMIMG_WATCH_PORT": "7777"}, "SMIMG_WATCH_PORT is 7777, the master port"),
+        ({"smimg_nproc_per_node": 2.5}, {}, "smimg_nproc_per_node must be a whole number, not 2.5"),
         ({}, {"SMIMG_HOST_ADDRESSES": "algo-1=127.0.0.1"}, "SMIMG_HOST_ADDRESSES must be a JSON object"),
         ({}, {"SMIMG_HOST_ADDRESSES": '["algo-1"]'}, "SMIMG_HOST_ADDRESSES must be a JSON object"),
     ],
@@ -168,7 +173,7 @@ def test_the_plan_carries_the_log_dir_the_watch_port_and_the_timeouts() -> None:
     code = Code("/opt/smimg/code", "train.py")
     plan = plan_launch(job, hyperparameters, settings, environ, Devices(gpus=2), code, "/tmp/logs", Paths(Path("/ml")))
     argv = (
-        "torchrun", "--log-dir", "/tmp/logs", "--tee", "2",
+        "torchrun", "--log-dir", "/tmp/logs", "--tee", "3",
         "--nnodes", "2", "--nproc_per_node", "2", "--node_rank", "1",
         "--master_addr", "10.0.0.1", "--master_port", "7777", "train.py", "--epochs", "3",
     )  # fmt: skip
