@@ -98,12 +98,16 @@ def start(
     )
 
 
+def code_folder(root: Path, script: str, text: str) -> Path:
+    folder = root / Path(script).stem
+    folder.mkdir()
+    (folder / script).write_text(text)
+    return folder
+
+
 @pytest.fixture
 def code(tmp_path: Path) -> Path:
-    folder = tmp_path / "code"
-    folder.mkdir()
-    (folder / "train.py").write_text(SCRIPT)
-    return folder
+    return code_folder(tmp_path, "train.py", SCRIPT)
 
 
 def run_two_nodes(tmp_path: Path, code: Path, hps: dict[str, str]) -> tuple[list[int], list[str], list[Path]]:
@@ -243,20 +247,24 @@ print(f"DONE {host}", flush=True)
 
 @pytest.fixture
 def late(tmp_path: Path) -> Path:
-    folder = tmp_path / "late"
-    folder.mkdir()
-    (folder / "late.py").write_text(LATE)
-    return folder
+    return code_folder(tmp_path, "late.py", LATE)
+
+
+def wait_started(bases: list[Path], procs: list[subprocess.Popen[str]]) -> None:
+    """Until every host's script has begun (it leaves model/started)."""
+    deadline = time.monotonic() + 60
+    while not all((base / "model" / "started").exists() for base in bases):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.kill() for p in procs]
+        time.sleep(0.1)
 
 
 def test_a_host_finishing_long_after_the_others_still_succeeds(tmp_path: Path, late: Path) -> None:
-    code = late
     hosts, ports = ["algo-1", "algo-2"], (free_port(), free_port())
     hps = {"sleep": json.dumps({"algo-1": 0, "algo-2": 6})}
     bases = [node_tree(tmp_path, host, hosts, hps) for host in hosts]
     # The master waits for as long as algo-2 keeps answering: here 6 s, six times the peer timeout.
     extra = {"SMIMG_LAUNCHER": "python", "SMIMG_PEER_TIMEOUT": "1"}
-    procs = [start(base, code, ports, extra=extra, entry_point="late.py") for base in bases]
+    procs = [start(base, late, ports, extra=extra, entry_point="late.py") for base in bases]
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     assert "waiting for the other nodes to finish" in outputs[0], outputs[0]
@@ -266,15 +274,11 @@ def test_a_host_finishing_long_after_the_others_still_succeeds(tmp_path: Path, l
 def test_a_peer_that_falls_silent_is_lost_after_the_peer_timeout(tmp_path: Path, late: Path) -> None:
     # A vanished instance or a partition closes no connection: only the silence tells. SIGSTOP freezes algo-2's
     # entrypoint (its training process runs on), as a lost instance would fall silent.
-    code = late
     hosts, ports = ["algo-1", "algo-2"], (free_port(), free_port())
     bases = [node_tree(tmp_path, host, hosts, {"sleep": json.dumps({"algo-1": 60, "algo-2": 60})}) for host in hosts]
     extra = {"SMIMG_LAUNCHER": "python", "SMIMG_PEER_TIMEOUT": "2", "SMIMG_ABORT_GRACE": "2"}
-    procs = [start(base, code, ports, extra=extra, entry_point="late.py") for base in bases]
-    deadline = time.monotonic() + 60
-    while not all((base / "model" / "started").exists() for base in bases):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.kill() for p in procs]
-        time.sleep(0.1)
+    procs = [start(base, late, ports, extra=extra, entry_point="late.py") for base in bases]
+    wait_started(bases, procs)
     procs[1].send_signal(signal.SIGSTOP)
     stopped = time.monotonic()
     try:
@@ -320,10 +324,7 @@ def test_a_stop_while_the_master_waits_for_a_late_host_is_a_stop(tmp_path: Path,
     hosts, ports = ["algo-1", "algo-2"], (free_port(), free_port())
     bases = [node_tree(tmp_path, host, hosts, {"sleep": json.dumps({"algo-1": 0, "algo-2": 60})}) for host in hosts]
     procs = [start(base, late, ports, extra={"SMIMG_LAUNCHER": "python"}, entry_point="late.py") for base in bases]
-    deadline = time.monotonic() + 60
-    while not all((base / "model" / "started").exists() for base in bases):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.kill() for p in procs]
-        time.sleep(0.1)
+    wait_started(bases, procs)
     time.sleep(2)  # algo-1's script is done: its entrypoint waits for algo-2
     for proc in procs:  # StopTrainingJob signals every host
         proc.send_signal(signal.SIGTERM)
