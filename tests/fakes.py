@@ -105,6 +105,10 @@ class FakeEngine:
         self._call("stop", name)
         self.containers[name].stopped = True
 
+    def kill(self, name: str, signal: str) -> None:
+        self._call("kill", name, signal)
+        self.containers[name].stopped = True
+
     def login(self, registry: str, username: str, password: str) -> None:
         self._call("login", registry)
 

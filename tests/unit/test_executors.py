@@ -4,8 +4,10 @@ local-job supervision and clean-up on every exit path. No Docker; each test woul
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -347,3 +349,40 @@ def test_the_root_cause_is_the_host_that_blames_no_peer() -> None:
     root = local.HostResult("algo-2", 1, "ExitCode 1 on algo-2 local rank 1: ValueError: boom", False, "T00:00:02Z")
     result = local.LocalResult("j", 1.0, (echo, root), None, None, None, None)
     assert result.failed == root
+
+
+def test_max_run_signals_every_host_then_kills_and_the_job_is_stopped(tmp_path: Path) -> None:
+    # Neither host would end by itself: only the timed stop's SIGTERM (a kill) ends them.
+    plan, engine, runner = local_job(
+        tmp_path, {"algo-1": FakeContainer(polls=10**6), "algo-2": FakeContainer(polls=10**6)}
+    )
+    plan = local.plan_job(replace(plan.job, conditions=local.Conditions(max_run=0.3, stop_grace=5)), plan.run_dir)
+    result = local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
+    assert (result.status, result.ended_by, result.ok) == ("Stopped", "MaxRuntimeExceeded", False)
+    kills = [call for call in engine.calls if call[0] == "kill"]
+    assert kills == [("kill", plan.container("algo-1"), "SIGTERM"), ("kill", plan.container("algo-2"), "SIGTERM")]
+    assert result.attempts[0].stop_seconds is not None and result.attempts[0].stop_seconds < 5
+
+
+def test_checkpoints_kept_are_each_hosts_newest_not_a_restored_copy(tmp_path: Path) -> None:
+    # Every host was restored with both files; each then wrote its own: a later host's untouched copy of an
+    # earlier host's file must not win (SageMaker syncs up changed files only).
+    conditions = local.Conditions(checkpoints=tmp_path / "ckpt")
+    plan = local.plan_job(
+        local.LocalJob(image="job:1", instances=2, name="ck", conditions=conditions), tmp_path / "run"
+    )
+    for host, own in (("algo-1", "algo-1.json"), ("algo-2", "algo-2.json")):
+        folder = plan.host_dir(host) / contract.CHECKPOINTS_DIR
+        folder.mkdir(parents=True)
+        for name in ("algo-1.json", "algo-2.json"):
+            (folder / name).write_text("restored")
+            os.utime(folder / name, (1_000_000, 1_000_000))
+        (folder / own).write_text(f"{host} saved")
+    local_results.keep_checkpoints(plan)
+    assert {p.name: p.read_text() for p in (tmp_path / "ckpt").iterdir()} == {
+        "algo-1.json": "algo-1 saved",
+        "algo-2.json": "algo-2 saved",
+    }
+    (tmp_path / "out").mkdir()
+    saved = local_results.save(plan, tmp_path / "out", success=True)
+    assert saved.checkpoints is not None and (saved.checkpoints / "algo-1.json").read_text() == "algo-1 saved"

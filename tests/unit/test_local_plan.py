@@ -113,3 +113,44 @@ def test_hyperparameter_values_and_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("[1]")
     with pytest.raises(LocalError, match="holds no JSON object"):
         local.load_hyperparameters(tmp_path / "bad.json", [])
+
+
+def test_network_isolation_is_an_internal_network_with_a_resolver_that_fails_fast(tmp_path: Path) -> None:
+    job = local.LocalJob(image="job:1", instances=2, name="iso", conditions=local.Conditions(network_isolation=True))
+    plan = local.plan_job(job, tmp_path / "run")
+    assert plan.compose["networks"]["default"] == {"name": "iso", "internal": True}
+    resolver = {"type": "bind", "source": str(tmp_path / "run" / "resolv.conf"), "target": "/etc/resolv.conf"}
+    for service in plan.compose["services"].values():
+        assert {k: v for k, v in service["volumes"][-1].items() if k in resolver} == resolver
+    assert plan.files == (("resolv.conf", "nameserver 127.0.0.11\noptions ndots:0 timeout:1 attempts:1\n"),)
+    plain = local.plan_job(local.LocalJob(image="job:1", name="plain"), tmp_path / "plain")
+    assert plain.compose["networks"]["default"] == {"name": "plain"} and plain.files == ()
+
+
+def test_a_checkpoint_location_writes_checkpointconfig_as_sagemaker_does(tmp_path: Path) -> None:
+    conditions = local.Conditions(checkpoints=tmp_path / "ckpt")
+    plan = local.plan_job(local.LocalJob(image="job:1", name="ck", conditions=conditions), tmp_path / "run")
+    files = dict(plan.hosts[0].files)
+    assert json.loads(files["input/config/checkpointconfig.json"]) == {
+        "LocalPath": "/opt/ml/checkpoints",
+        "S3Uri": (tmp_path / "ckpt").as_uri(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("conditions", "message"),
+    [
+        (local.Conditions(max_run=0), "--max-run 0 is not a positive number of seconds"),
+        (local.Conditions(stop_grace=-1), "--stop-grace -1 is not a positive number of seconds"),
+        (local.Conditions(max_run=10, spot_interrupt_after=10), "--spot-interrupt-after 10 is not before --max-run 10"),
+    ],
+)
+def test_rehearsal_settings_are_checked(conditions: local.Conditions, message: str) -> None:
+    with pytest.raises(LocalError, match=message):
+        local.make_job("job:1", conditions=conditions)
+
+
+def test_a_checkpoint_location_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LocalError, match="is a file"):
+        local.make_job("job:1", conditions=local.Conditions(checkpoints=tmp_path / "file"))

@@ -130,5 +130,9 @@ class Engine(Protocol):
     def stop(self, name: str, timeout: float) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds."""
 
+    def kill(self, name: str, signal: str) -> None:
+        """Send a signal (``SIGTERM``, ``SIGKILL``) to a container's PID 1 and return; a container that has ended
+        already is no error."""
+
     def login(self, registry: str, username: str, password: str) -> None:
         """Store credentials where the user's docker config keeps them."""

@@ -187,6 +187,19 @@ class DockerEngine:
         except docker.errors.NotFound:
             return
 
+    def kill(self, name: str, signal: str) -> None:
+        import docker.errors
+
+        try:
+            self._sdk_call(lambda: self.sdk.containers.get(name).kill(signal=signal))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: not running, which is what the signal was for
+                raise LocalError(
+                    f"could not send {signal} to container {name}: {exc.explanation}", INSTALL_HINT
+                ) from None
+
     def login(self, registry: str, username: str, password: str) -> None:
         self.runner.stream(
             [self.builder().client, "login", "--username", username, "--password-stdin", registry],

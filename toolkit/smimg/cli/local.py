@@ -63,6 +63,42 @@ def run_command(
     compose_only: Annotated[
         bool, typer.Option("--compose-only", help="Write the run folder and compose file, then stop.")
     ] = False,
+    max_run: Annotated[
+        float | None,
+        typer.Option(
+            "--max-run",
+            help="Rehearse StoppingCondition.MaxRuntimeInSeconds: at this many seconds every host gets SIGTERM, then "
+            "SIGKILL after --stop-grace; the job ends Stopped (MaxRuntimeExceeded), its model saved, exit 124.",
+        ),
+    ] = None,
+    spot_interrupt_after: Annotated[
+        float | None,
+        typer.Option(
+            "--spot-interrupt-after",
+            help="Rehearse a managed-spot reclaim: at this many seconds every host gets SIGTERM (SIGKILL after "
+            "--stop-grace); once they exit the job restarts on fresh hosts with --checkpoints restored into each "
+            "/opt/ml/checkpoints. The result reports both attempts.",
+        ),
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="A folder standing for CheckpointConfig.S3Uri: restored into every host's /opt/ml/checkpoints when "
+            "the job starts (and restarts), and the hosts' checkpoints kept there after. Reuse it to resume.",
+        ),
+    ] = None,
+    stop_grace: Annotated[
+        float, typer.Option("--stop-grace", help="Seconds from SIGTERM to SIGKILL in a rehearsed stop.")
+    ] = 120.0,
+    network_isolation: Annotated[
+        bool,
+        typer.Option(
+            "--network-isolation",
+            help="Rehearse EnableNetworkIsolation: the hosts reach each other and nothing else (no PyPI, S3 or "
+            "metadata endpoint).",
+        ),
+    ] = False,
     json: Json = False,
 ) -> None:
     """Run IMAGE as a SageMaker training job of N hosts, here, before paying for the cloud.
@@ -74,7 +110,13 @@ def run_command(
     results saved to --output: model.tar.gz (on success), output.tar.gz, and checkpoints/ when any were written.
     A rerun with the same --job-name first clears what an interrupted run left.
 
+    Rehearse the cloud's conditions before paying for them: --network-isolation, --max-run, and
+    --spot-interrupt-after with --checkpoints (does your script save on SIGTERM and resume from
+    /opt/ml/checkpoints?).
+
     Example: `smimg local run -n 2 --input train=./data --hp epochs=1`
+
+    Example: `smimg local run -n 2 --spot-interrupt-after 60 --checkpoints ./ckpt`
     """
     job = local_lib.make_job(
         build_lib.default_image(image, spec),
@@ -87,6 +129,7 @@ def run_command(
         gpus=gpus,
         env=env or (),
         name=job_name,
+        conditions=local_lib.Conditions(max_run, spot_interrupt_after, stop_grace, network_isolation, checkpoints),
         on_line=console.line_printer(),
     )
     gpu_ids = local_lib.available_gpus() if gpus else []
@@ -102,27 +145,54 @@ def run_command(
     if json:
         console.print_json(result.as_dict())
     else:
-        codes = ", ".join(f"{h.name}={h.exit_code}" + (" (stopped)" if h.stopped else "") for h in result.hosts)
-        verdict = "[green]succeeded[/]" if result.ok else "[bold red]failed[/]"
-        console.err.print(
-            f"job {result.job_name} {verdict} in {result.seconds:.1f}s on {len(result.hosts)} hosts: {codes}"
-        )
-        if result.model:
-            console.err.print(f"  model:  {result.model}")
-        if result.output:
-            console.err.print(f"  output: {result.output}")
-        if result.checkpoints:
-            console.err.print(f"  checkpoints: {result.checkpoints}")
-        if result.run_dir:
-            console.err.print(f"  run folder kept: {result.run_dir}")
+        _report(result, job.conditions)
+    if result.ended_by == local_lib.MAX_RUNTIME_EXCEEDED:
+        raise typer.Exit(124)  # as timeout(1) reports a command it stopped
     failed = result.failed
     if failed is not None:
         reason = failed.failure or "no failure file; see the host's log lines above"
         console.err.print(f"[bold red]{failed.name} failed (exit {failed.exit_code}):[/] ", end="")
         console.err.print(reason, markup=False)
+        if job.conditions.network_isolation:
+            console.err.print(ISOLATION_HINT)
         raise typer.Exit(failed.exit_code if 0 < failed.exit_code < 256 else 1)
     if not json and result.model:
         console.out.print(str(result.model))
+
+
+ISOLATION_HINT = (
+    "the job ran with --network-isolation, as EnableNetworkIsolation: nothing outside its hosts is reachable, so a "
+    "pip install or a download at run time fails. Bake packages into the image (smimg.yaml requirements) and pass "
+    "data as input channels"
+)
+
+
+def _report(result: local_lib.LocalResult, conditions: local_lib.Conditions) -> None:
+    codes = ", ".join(f"{h.name}={h.exit_code}" + (" (stopped)" if h.stopped else "") for h in result.hosts)
+    verdict = {"Completed": "[green]succeeded[/]", "Stopped": "[yellow]stopped (MaxRuntimeExceeded)[/]"}
+    console.err.print(
+        f"job {result.job_name} {verdict.get(result.status, '[bold red]failed[/]')} in {result.seconds:.1f}s on "
+        f"{len(result.hosts)} hosts: {codes}"
+    )
+    if conditions.spot_interrupt_after is not None:
+        for number, attempt in enumerate(result.attempts, 1):
+            console.err.print(f"  attempt {number}: {_attempt_line(attempt)}")
+    paths = {"model": result.model, "output": result.output, "checkpoints": result.checkpoints}
+    for name, path in paths.items():
+        if path:
+            console.err.print(f"  {name}: {path}")
+    if conditions.checkpoints is not None:
+        console.err.print(f"  checkpoints kept in {conditions.checkpoints} (pass it again to resume)")
+    if result.run_dir:
+        console.err.print(f"  run folder kept: {result.run_dir}")
+
+
+def _attempt_line(attempt: local_lib.Attempt) -> str:
+    started = f"started with {len(attempt.restored)} checkpoint file(s) restored; " if attempt.restored else ""
+    ended = "ran to its end"
+    if attempt.ended_by is not None and attempt.stop_seconds is not None:
+        ended = f"{attempt.ended_by}: every host exited {attempt.stop_seconds:.1f}s after SIGTERM"
+    return f"{started}{ended} after {attempt.seconds:.1f}s; {len(attempt.checkpoints)} checkpoint file(s) at its end"
 
 
 @app.command("shell")

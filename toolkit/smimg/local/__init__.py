@@ -5,11 +5,26 @@
 run_dir), output=...)``.
 """
 
-from smimg.local.execute import HostResult, LocalResult, available_gpus, run, shell, supervise, write_run_dir
-from smimg.local.job import LocalJob, default_run_dir, hyperparameter_value, load_hyperparameters, make_job
+from smimg.local.execute import (
+    INTERRUPTED,
+    MAX_RUNTIME_EXCEEDED,
+    Attempt,
+    HostResult,
+    LocalResult,
+    available_gpus,
+    run,
+    shell,
+    supervise,
+    write_run_dir,
+)
+from smimg.local.job import Conditions, LocalJob, default_run_dir, hyperparameter_value, load_hyperparameters, make_job
 from smimg.local.plan import HostPlan, LocalPlan, plan_job
 
 __all__ = [
+    "INTERRUPTED",
+    "MAX_RUNTIME_EXCEEDED",
+    "Attempt",
+    "Conditions",
     "HostPlan",
     "HostResult",
     "LocalJob",

@@ -44,6 +44,8 @@ def write_run_dir(plan: LocalPlan) -> None:
     """Write the compose file and every host's /opt/ml tree."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     plan.compose_file.write_text(plan.compose_yaml())
+    for relative, content in plan.files:
+        (plan.run_dir / relative).write_text(content)
     for host in plan.hosts:
         base = plan.host_dir(host.name)
         for folder in host.dirs:
@@ -67,6 +69,25 @@ class HostResult:
         return (self.failure or "").startswith(contract.PEER_FAILURE_PREFIX)
 
 
+MAX_RUNTIME_EXCEEDED = "MaxRuntimeExceeded"
+INTERRUPTED = "Interrupted"  # SageMaker's secondary status for a spot reclaim
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One start of the job's containers: a spot reclaim makes a second."""
+
+    seconds: float
+    hosts: tuple[HostResult, ...]
+    ended_by: str | None  # MAX_RUNTIME_EXCEEDED or INTERRUPTED when a timed stop ended it, else None
+    stop_seconds: float | None  # from the timed stop's SIGTERM until every host had exited
+    restored: tuple[str, ...]  # checkpoint files every host started with
+    checkpoints: tuple[str, ...]  # checkpoint files the hosts held at its end
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "hosts": [h.__dict__ for h in self.hosts]}
+
+
 @dataclass(frozen=True)
 class LocalResult:
     job_name: str
@@ -76,10 +97,22 @@ class LocalResult:
     output: Path | None
     checkpoints: Path | None
     run_dir: Path | None
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def ended_by(self) -> str | None:
+        return self.attempts[-1].ended_by if self.attempts else None
 
     @property
     def ok(self) -> bool:
-        return all(h.exit_code == 0 for h in self.hosts)
+        return self.ended_by is None and all(h.exit_code == 0 for h in self.hosts)
+
+    @property
+    def status(self) -> str:
+        """TrainingJobStatus as SageMaker would end it: a job past its MaxRuntimeInSeconds is Stopped."""
+        if self.ok:
+            return "Completed"
+        return "Stopped" if self.ended_by == MAX_RUNTIME_EXCEEDED else "Failed"
 
     @property
     def failed(self) -> HostResult | None:
@@ -94,8 +127,11 @@ class LocalResult:
         return {
             "job_name": self.job_name,
             "ok": self.ok,
+            "status": self.status,
+            "secondary_status": self.ended_by,
             "seconds": round(self.seconds, 2),
             "hosts": [h.__dict__ for h in self.hosts],
+            "attempts": [a.as_dict() for a in self.attempts],
             **{key: str(path) if path else None for key, path in paths.items()},
         }
 
@@ -197,13 +233,15 @@ def run(
     with job_lock(plan):
         tool = prepare(plan, engine, compose, say)
         started = time.monotonic()
-        hosts: list[HostResult] = []
+        attempts: list[Attempt] = []
         try:
-            tool.up(plan.project, plan.compose_file)
-            hosts = supervise(plan, engine, say)
+            attempts = _attempts(plan, tool, engine, say, started)
         finally:
             with interrupts.shielded(lambda _signum: say(_CLEANING)):
-                saved = _finish(plan, tool, output, success=bool(hosts) and all(h.exit_code == 0 for h in hosts))
+                last = attempts[-1] if attempts else None
+                # SageMaker uploads the model of a job it stopped at its run limit: the stop's grace is for saving it.
+                finished = last is not None and (last.ended_by == MAX_RUNTIME_EXCEEDED or _all_ok(last.hosts))
+                saved = _finish(plan, tool, output, success=finished)
                 if sys.exc_info()[1] is not None:
                     say(f"smimg: containers and network removed; the job's output is saved in {output}")
                 # A model is packaged only on success: after a failure or an interrupt it lives only in the run
@@ -216,11 +254,69 @@ def run(
     return LocalResult(
         job_name=plan.job.name,
         seconds=time.monotonic() - started,
-        hosts=tuple(hosts),
+        hosts=attempts[-1].hosts if attempts else (),
         model=saved.model,
         output=saved.output,
         checkpoints=saved.checkpoints,
         run_dir=plan.run_dir if keep else None,
+        attempts=tuple(attempts),
+    )
+
+
+def _all_ok(hosts: Sequence[HostResult]) -> bool:
+    return bool(hosts) and all(h.exit_code == 0 for h in hosts)
+
+
+def _attempts(
+    plan: LocalPlan, tool: Compose, engine: Engine, say: Callable[[str], None], started: float
+) -> list[Attempt]:
+    """The job's first start and, after a rehearsed spot reclaim, its restart on fresh containers with the
+    checkpoints restored (from ``--checkpoints``; without it the restart begins from nothing, as on SageMaker
+    without a CheckpointConfig)."""
+    conditions = plan.job.conditions
+    limit = started + conditions.max_run if conditions.max_run else None
+    spot = started + conditions.spot_interrupt_after if conditions.spot_interrupt_after else None
+    first = _attempt(plan, tool, engine, say, _timed_stop(spot, limit, conditions.stop_grace))
+    if first.ended_by != INTERRUPTED:
+        if spot is not None and first.ended_by is None:
+            say(f"smimg: the job ended before the spot interruption at {conditions.spot_interrupt_after:g}s")
+        return [first]
+    tool.down(plan.project, plan.compose_file)  # the reclaimed instances are gone, and their disks with them
+    results.keep_checkpoints(plan)
+    for host in plan.hosts:
+        shutil.rmtree(plan.host_dir(host.name))
+    write_run_dir(plan)
+    say(
+        "smimg: spot capacity is back: restarting the job on fresh hosts"
+        + (f" with the checkpoints of {conditions.checkpoints}" if conditions.checkpoints else ", with no checkpoints")
+    )
+    return [first, _attempt(plan, tool, engine, say, _timed_stop(None, limit, conditions.stop_grace))]
+
+
+def _timed_stop(spot: float | None, limit: float | None, grace: float) -> TimedStop | None:
+    if spot is not None:
+        return TimedStop(spot, INTERRUPTED, grace)
+    if limit is not None:
+        return TimedStop(limit, MAX_RUNTIME_EXCEEDED, grace)
+    return None
+
+
+def _attempt(
+    plan: LocalPlan, tool: Compose, engine: Engine, say: Callable[[str], None], stop: TimedStop | None
+) -> Attempt:
+    """Start every host (the checkpoints restored into each), supervise them to their end."""
+    restored = results.restore_checkpoints(plan)
+    started = time.monotonic()
+    tool.up(plan.project, plan.compose_file)
+    supervised = supervise(plan, engine, say, stop=stop)
+    signalled = supervised.signalled_at
+    return Attempt(
+        seconds=supervised.ended_at - started,
+        hosts=supervised.hosts,
+        ended_by=stop.status if signalled is not None and stop is not None else None,
+        stop_seconds=supervised.ended_at - signalled if signalled is not None else None,
+        restored=restored,
+        checkpoints=results.checkpoint_files(plan),
     )
 
 
@@ -242,6 +338,7 @@ def _finish(plan: LocalPlan, tool: Compose, output: Path, *, success: bool) -> r
         removal_error = None
     except LocalError as exc:
         removal_error = exc
+    results.keep_checkpoints(plan)
     saved = results.save(plan, output, success=success)
     if removal_error is not None:
         lost = isinstance(cause, DockerUnavailable)
@@ -284,14 +381,40 @@ def _follow_logs(plan: LocalPlan, engine: Engine, say: Callable[[str], None], wi
     return threads
 
 
-def supervise(plan: LocalPlan, engine: Engine, say: Callable[[str], None], poll: float = 0.2) -> list[HostResult]:
-    """Wait for every host; after the first failure the others get ``STOP_GRACE`` seconds, then are stopped."""
+@dataclass(frozen=True)
+class TimedStop:
+    """SageMaker stopping every host at one moment (MaxRuntimeInSeconds, a spot reclaim): SIGTERM to each
+    container's PID 1, SIGKILL ``grace`` seconds later."""
+
+    at: float  # time.monotonic()
+    status: str  # what SageMaker's secondary status would say: MAX_RUNTIME_EXCEEDED or INTERRUPTED
+    grace: float
+
+    @property
+    def why(self) -> str:
+        return "spot interruption" if self.status == INTERRUPTED else "the job reached --max-run"
+
+
+@dataclass(frozen=True)
+class Supervised:
+    hosts: tuple[HostResult, ...]
+    signalled_at: float | None  # when the timed stop sent SIGTERM (time.monotonic()), if it came
+    ended_at: float
+
+
+def supervise(
+    plan: LocalPlan, engine: Engine, say: Callable[[str], None], poll: float = 0.2, stop: TimedStop | None = None
+) -> Supervised:
+    """Wait for every host; after the first failure the others get ``STOP_GRACE`` seconds, then are stopped; at
+    ``stop.at`` every host still running is stopped as SageMaker stops a job."""
     names = [h.name for h in plan.hosts]
     width = max(len(name) for name in names)
     threads = _follow_logs(plan, engine, say, width)
     ended: dict[str, ContainerState] = {}
     stopped: set[str] = set()
     deadline: float | None = None
+    signalled: float | None = None
+    killed = False
     while len(ended) < len(names):
         for name in names:
             if name in ended:
@@ -299,21 +422,38 @@ def supervise(plan: LocalPlan, engine: Engine, say: Callable[[str], None], poll:
             state = engine.container_state(plan.container(name))
             if state.ended:
                 ended[name] = state
-                if state.exit_code != 0 and deadline is None:
+                if state.exit_code != 0 and deadline is None and signalled is None:
                     deadline = time.monotonic() + STOP_GRACE
+        running = [name for name in names if name not in ended]
+        if stop is not None and running and signalled is None and time.monotonic() >= stop.at:
+            why = f"{stop.why} ({stop.status}): SIGTERM to every host"
+            signalled = _signal_all(plan, engine, running, "SIGTERM", say, why)
+        elif stop is not None and signalled is not None and not killed and time.monotonic() > signalled + stop.grace:
+            _signal_all(plan, engine, running, "SIGKILL", say, f"{stop.grace:g}s after SIGTERM: SIGKILL")
+            killed = True
         if deadline is not None and time.monotonic() > deadline:
-            for name in names:
-                if name not in ended and name not in stopped:
+            for name in running:
+                if name not in stopped:
                     say(f"{name:<{width}} | smimg: stopping this host: another host failed {STOP_GRACE:.0f}s ago")
                     engine.stop(plan.container(name), timeout=10)
                     stopped.add(name)
         time.sleep(poll)
     for thread in threads:
         thread.join(timeout=5)
-    return [
+    hosts = tuple(
         HostResult(name, ended[name].exit_code, _failure(plan.host_dir(name)), name in stopped, ended[name].finished_at)
         for name in sorted(names)
-    ]
+    )
+    return Supervised(hosts, signalled, time.monotonic())
+
+
+def _signal_all(
+    plan: LocalPlan, engine: Engine, names: Sequence[str], signal: str, say: Callable[[str], None], why: str
+) -> float:
+    say(f"smimg: {why} ({', '.join(names)})")
+    for name in names:
+        engine.kill(plan.container(name), signal)
+    return time.monotonic()
 
 
 def _failure(host_dir: Path) -> str | None:

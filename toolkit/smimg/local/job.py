@@ -9,13 +9,28 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from smimg import resources
 from smimg.errors import LocalError
 from smimg.local.channels import resolve_channel
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """The cloud's conditions a local run rehearses, named after CreateTrainingJob's fields."""
+
+    max_run: float | None = None  # StoppingCondition.MaxRuntimeInSeconds, over every attempt together
+    spot_interrupt_after: float | None = None  # a managed-spot reclaim this many seconds into the first attempt
+    stop_grace: float = 120.0  # from SIGTERM to SIGKILL, as SageMaker stops a job
+    network_isolation: bool = False  # EnableNetworkIsolation: the hosts reach each other and nothing else
+    checkpoints: Path | None = None  # CheckpointConfig.S3Uri, as a folder here: restored on start, kept after
+
+    @property
+    def rehearsed(self) -> bool:
+        return self != Conditions(stop_grace=self.stop_grace)
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,7 @@ class LocalJob:
     gpus: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     name: str = "smimg-local"
+    conditions: Conditions = Conditions()
 
 
 MAX_HYPERPARAMETERS = 100
@@ -125,6 +141,7 @@ def make_job(
     gpus: str | None = None,
     env: Iterable[str] = (),
     name: str | None = None,
+    conditions: Conditions = Conditions(),
     on_line: Callable[[str], None] | None = None,
 ) -> LocalJob:
     """A job from command-line style inputs (``NAME=PATH|file://|s3://``, ``key=value``), checked and resolved.
@@ -152,7 +169,32 @@ def make_job(
         gpus=gpus,
         env=tuple(parse_pairs(env, "--env")),
         name=name or job_name(),
+        conditions=check_conditions(conditions),
     )
+
+
+def check_conditions(conditions: Conditions) -> Conditions:
+    """The rehearsal's settings, checked; the checkpoint folder resolved.
+
+    Raises:
+        LocalError: a time that is not positive, an interruption after the run limit, a checkpoint path that is a file.
+    """
+    times = {"--max-run": conditions.max_run, "--spot-interrupt-after": conditions.spot_interrupt_after}
+    for flag, value in {**times, "--stop-grace": conditions.stop_grace}.items():
+        if value is not None and not value > 0:
+            raise LocalError(f"{flag} {value:g} is not a positive number of seconds", f"pass {flag} SECONDS, above 0")
+    interrupt, limit = conditions.spot_interrupt_after, conditions.max_run
+    if interrupt and limit and interrupt >= limit:
+        raise LocalError(
+            f"--spot-interrupt-after {interrupt:g} is not before --max-run {limit:g}",
+            "interrupt earlier, or raise --max-run (it covers every attempt together, as on SageMaker)",
+        )
+    checkpoints = conditions.checkpoints
+    if checkpoints is not None:
+        checkpoints = checkpoints.expanduser().resolve()
+        if checkpoints.exists() and not checkpoints.is_dir():
+            raise LocalError(f"--checkpoints {checkpoints} is a file", "pass a folder (it is created if missing)")
+    return replace(conditions, checkpoints=checkpoints)
 
 
 def default_run_dir(job: LocalJob) -> Path:

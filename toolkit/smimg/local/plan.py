@@ -21,6 +21,12 @@ from smimg_entrypoint import contract
 
 MAX_INSTANCES = 32
 SHM_SIZE = "8g"
+RESOLV_CONF = "resolv.conf"  # in the run folder: the hosts' resolver under network isolation
+# Docker's resolver answers nothing for outside names on an internal network: glibc's default waits 5 s per
+# query and try, 20 s per lookup (torchrun and c10d look names up). One second, one try: an outside name fails in
+# about 2 s (A and AAAA), the hosts' own names still resolve at once.
+ISOLATED_RESOLVER = "nameserver 127.0.0.11\noptions ndots:0 timeout:1 attempts:1\n"
+CHECKPOINT_CONFIG = "input/config/checkpointconfig.json"
 _CHANNEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
@@ -39,6 +45,7 @@ class LocalPlan:
     project: str
     hosts: tuple[HostPlan, ...]
     compose: Mapping[str, Any] = field(hash=False)
+    files: tuple[tuple[str, str], ...] = ()  # path inside the run folder -> content
 
     @property
     def compose_file(self) -> Path:
@@ -81,9 +88,15 @@ def plan_job(job: LocalJob, run_dir: Path, available_gpus: Sequence[str] = ()) -
     hosts = [f"algo-{i}" for i in range(1, job.instances + 1)]
     project = re.sub(r"[^a-z0-9-]", "-", job.name.lower())
     host_plans = tuple(_host(job, host, hosts, gpu_ids) for host, gpu_ids in zip(hosts, slices, strict=True))
-    services = {h.name: _service(job, run_dir / h.name, h.name, project, h.gpu_ids) for h in host_plans}
-    spec = {"services": services, "networks": {"default": {"name": project}}}
-    return LocalPlan(job=job, run_dir=run_dir, project=project, hosts=host_plans, compose=spec)
+    services = {h.name: _service(job, run_dir, h.name, project, h.gpu_ids) for h in host_plans}
+    network: dict[str, Any] = {"name": project}
+    files: tuple[tuple[str, str], ...] = ()
+    if job.conditions.network_isolation:
+        # As EnableNetworkIsolation: the hosts reach each other, nothing else (no PyPI, S3 or metadata endpoint).
+        network["internal"] = True
+        files = ((RESOLV_CONF, ISOLATED_RESOLVER),)
+    spec = {"services": services, "networks": {"default": network}}
+    return LocalPlan(job=job, run_dir=run_dir, project=project, hosts=host_plans, compose=spec, files=files)
 
 
 def _check(job: LocalJob) -> None:
@@ -122,22 +135,28 @@ def _host(job: LocalJob, host: str, hosts: list[str], gpu_ids: tuple[str, ...]) 
         name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
         for name, _ in job.channels
     }
-    files = (
+    files: tuple[tuple[str, str], ...] = (
         (contract.RESOURCE_CONFIG, json.dumps(resource, indent=2)),
         (contract.HYPERPARAMETERS, json.dumps(hyperparameters_json(job), indent=2)),
         (contract.INPUT_DATA_CONFIG, json.dumps(data_config, indent=2)),
     )
+    if job.conditions.checkpoints is not None:
+        # SageMaker writes it only with a CheckpointConfig; some containers look for it.
+        where = {"LocalPath": contract.opt_ml(contract.CHECKPOINTS_DIR), "S3Uri": job.conditions.checkpoints.as_uri()}
+        files += ((CHECKPOINT_CONFIG, json.dumps(where, indent=2)),)
     channels = (f"{contract.DATA_DIR}/{name}" for name, _ in job.channels)
     dirs = (contract.MODEL_DIR, contract.OUTPUT_DATA_DIR, contract.CHECKPOINTS_DIR, *channels)
     return HostPlan(host, gpu_ids, files, dirs)
 
 
-def _service(job: LocalJob, host_dir: Path, host: str, project: str, gpu_ids: tuple[str, ...]) -> dict[str, Any]:
+def _service(job: LocalJob, run_dir: Path, host: str, project: str, gpu_ids: tuple[str, ...]) -> dict[str, Any]:
     # The long syntax: a ':' or ',' in a host path is part of the path, not a separator.
-    volumes = [_bind(host_dir, contract.OPT_ML, read_only=False)]
+    volumes = [_bind(run_dir / host, contract.OPT_ML, read_only=False)]
     volumes += [_bind(source, f"{contract.opt_ml(contract.DATA_DIR)}/{name}") for name, source in job.channels]
     if job.source_dir is not None:
         volumes.append(_bind(job.source_dir, contract.opt_ml(contract.CODE_DIR)))
+    if job.conditions.network_isolation:
+        volumes.append(_bind(run_dir / RESOLV_CONF, "/etc/resolv.conf"))
     service: dict[str, Any] = {
         "image": job.image,
         "container_name": container_name(project, host),

@@ -72,7 +72,7 @@ def save(plan: LocalPlan, output: Path, *, success: bool) -> Saved:
     try:
         model = _merged_tar([h / contract.MODEL_DIR for h in hosts], output / MODEL) if success else None
         out = _merged_tar([h / contract.OUTPUT_DIR for h in hosts], output / OUTPUT)
-        checkpoints = _merged_copy([h / contract.CHECKPOINTS_DIR for h in hosts], output / CHECKPOINTS)
+        checkpoints = _newest_copy([h / contract.CHECKPOINTS_DIR for h in hosts], output / CHECKPOINTS)
     except OSError as exc:
         raise LocalError(
             f"could not write the job's results to {output}: {exc}",
@@ -92,15 +92,37 @@ def _merged_tar(folders: Sequence[Path], target: Path) -> Path:
     return target
 
 
-def _merged_copy(folders: Sequence[Path], target: Path) -> Path | None:
-    if not any(path.is_file() for folder in folders if folder.is_dir() for path in folder.rglob("*")):
+def _newest_copy(folders: Sequence[Path], target: Path) -> Path | None:
+    newest = _newest(folders)
+    if not newest:
         return None
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    _merge(folders, partial)
+    _sync(newest, partial)
     partial.rename(target)
     return target
+
+
+def _newest(folders: Sequence[Path]) -> dict[Path, Path]:
+    """Each checkpoint file (relative path) at its newest copy among the hosts: a host's own write wins over the
+    unchanged copy every host was restored with, as only changed files are synced up."""
+    newest: dict[Path, Path] = {}
+    for folder in folders:
+        for path in folder.rglob("*") if folder.is_dir() else ():
+            relative = path.relative_to(folder)
+            if path.is_file() and (relative not in newest or path.stat().st_mtime > newest[relative].stat().st_mtime):
+                newest[relative] = path
+    return newest
+
+
+def _sync(files: dict[Path, Path], target: Path) -> None:
+    """Copy the files that are new or newer than the target's (copy2 keeps their times for the next sync)."""
+    for relative, source in files.items():
+        destination = target / relative
+        if destination.is_file() and destination.stat().st_mtime >= source.stat().st_mtime:
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, destination)
 
 
 def _merge(folders: Sequence[Path], into: Path) -> None:
@@ -108,3 +130,50 @@ def _merge(folders: Sequence[Path], into: Path) -> None:
     for folder in folders:
         if folder.is_dir():
             shutil.copytree(folder, into, dirs_exist_ok=True)
+
+
+def _host_checkpoints(plan: LocalPlan) -> list[Path]:
+    return [plan.host_dir(h.name) / contract.CHECKPOINTS_DIR for h in plan.hosts]
+
+
+def checkpoint_files(plan: LocalPlan) -> tuple[str, ...]:
+    """The checkpoint files the hosts hold, merged as they would be under one checkpoint URI."""
+    return tuple(sorted(str(relative) for relative in _newest(_host_checkpoints(plan))))
+
+
+def restore_checkpoints(plan: LocalPlan) -> tuple[str, ...]:
+    """Copy the checkpoint location (``--checkpoints``) into every host's /opt/ml/checkpoints, as SageMaker
+    restores ``CheckpointConfig.S3Uri`` to every instance when a job starts; the files restored.
+
+    Raises:
+        LocalError: the copy failed.
+    """
+    source = plan.job.conditions.checkpoints
+    if source is None or not source.is_dir():
+        return ()
+    try:
+        for folder in _host_checkpoints(plan):
+            shutil.copytree(source, folder, dirs_exist_ok=True)
+    except OSError as exc:
+        raise LocalError(f"could not restore the checkpoints of {source}: {exc}", "check its permissions") from None
+    return tuple(sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()))
+
+
+def keep_checkpoints(plan: LocalPlan) -> None:
+    """The hosts' checkpoints into the checkpoint location, as SageMaker syncs them up (new and changed files;
+    nothing there is deleted).
+
+    Raises:
+        LocalError: the copy failed; the run folder still holds them.
+    """
+    target = plan.job.conditions.checkpoints
+    if target is None:
+        return
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        _sync(_newest(_host_checkpoints(plan)), target)
+    except OSError as exc:
+        raise LocalError(
+            f"could not keep the job's checkpoints in {target}: {exc}",
+            f"they are in {plan.run_dir} (algo-*/checkpoints); copy them from there",
+        ) from None

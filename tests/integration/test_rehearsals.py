@@ -1,0 +1,108 @@
+"""The cloud's conditions rehearsed with real containers: a spot reclaim and resume, MaxRuntimeInSeconds, network
+isolation."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from smimg import build, local
+from smimg.spec import load_spec
+from tests.conftest import smimg_cli
+
+pytestmark = pytest.mark.docker
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+RESUME = FIXTURES / "resume"
+
+
+@pytest.fixture(scope="module")
+def image(standin_image: str) -> str:
+    return build.build(load_spec(FIXTURES / "job")).tags[0]
+
+
+def models(path: Path) -> dict[str, dict[str, object]]:
+    with tarfile.open(path) as archive:
+        return {
+            name: json.load(archive.extractfile(name))  # type: ignore[arg-type]
+            for name in archive.getnames()
+            if name.endswith(".json")
+        }
+
+
+def test_a_spot_reclaim_restarts_the_job_which_resumes_from_its_checkpoints(image: str, tmp_path: Path) -> None:
+    conditions = local.Conditions(spot_interrupt_after=6, stop_grace=20, checkpoints=tmp_path / "ckpt")
+    job = local.make_job(
+        image,
+        instances=2,
+        source_dir=RESUME,
+        entry_point="resume.py",
+        hyperparameters=["steps=60"],
+        env=["SMIMG_LAUNCHER=python"],
+        conditions=conditions,
+    )
+    lines: list[str] = []
+    result = local.run(local.plan_job(job, tmp_path / "run"), output=tmp_path / "out", on_line=lines.append)
+
+    assert result.ok, "\n".join(lines)
+    first, second = result.attempts
+    assert first.ended_by == local.INTERRUPTED and first.stop_seconds is not None and first.stop_seconds < 15
+    assert first.checkpoints == ("algo-1.json", "algo-2.json") == second.restored
+    assert second.ended_by is None
+    final = models(tmp_path / "out" / "model.tar.gz")
+    for host in ("algo-1", "algo-2"):
+        # The second attempt began where the first one's SIGTERM handler saved, and counted on to the end.
+        assert final[f"{host}.json"]["steps"] == 60 and 0 < int(final[f"{host}.json"]["resumed_from"]) < 60  # type: ignore[call-overload]
+        assert json.loads((tmp_path / "ckpt" / f"{host}.json").read_text()) == {"step": 60}
+    assert (
+        sum(
+            line.endswith(f"SAVED {h} step={final[f'{h}.json']['resumed_from']}")
+            for line in lines
+            for h in ("algo-1", "algo-2")
+        )
+        == 2
+    )
+
+
+def test_max_run_stops_every_host_saves_the_model_and_reports_max_runtime_exceeded(image: str, tmp_path: Path) -> None:
+    started = time.monotonic()
+    cli = smimg_cli(
+        "local", "run", image, "-n", "2", "--source-dir", str(RESUME), "--entry-point", "resume.py",
+        "--hp", "steps=100000", "--env", "SMIMG_LAUNCHER=python", "--max-run", "5", "--stop-grace", "20",
+        "--output", str(tmp_path / "out"), "--job-name", "smimg-test-max-run",
+    )  # fmt: skip
+    assert cli.returncode == 124, cli.stdout + cli.stderr
+    assert time.monotonic() - started < 60
+    assert "stopped (MaxRuntimeExceeded)" in cli.stderr and "SIGTERM to every host" in cli.stderr
+    final = models(tmp_path / "out" / "model.tar.gz")  # SageMaker uploads the model of a job stopped at its limit
+    assert {name: model["stopped"] for name, model in final.items()} == {"algo-1.json": True, "algo-2.json": True}
+
+
+def test_network_isolation_lets_hosts_train_together_and_nothing_out(image: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "data.txt").write_text("isolated\n")
+    job = local.make_job(
+        image, instances=2, inputs=[f"train={data}"], conditions=local.Conditions(network_isolation=True)
+    )
+    lines: list[str] = []
+    result = local.run(local.plan_job(job, tmp_path / "run"), output=tmp_path / "out", on_line=lines.append)
+    assert result.ok, "\n".join(lines)
+    assert result.seconds < 60, "\n".join(lines)  # no 20 s name lookups on the internal network
+    assert sum("sum=10.0" in line for line in lines) == 4
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "fetch.py").write_text(
+        'import urllib.request\nurllib.request.urlopen("https://pypi.org/simple/", timeout=20)\n'
+    )
+    cli = smimg_cli(
+        "local", "run", image, "--source-dir", str(code), "--entry-point", "fetch.py", "--network-isolation",
+        "--env", "SMIMG_LAUNCHER=python", "--output", str(tmp_path / "out2"),
+    )  # fmt: skip
+    assert cli.returncode != 0, cli.stdout + cli.stderr
+    assert "--network-isolation" in cli.stderr and "pip install or a download" in cli.stderr, cli.stderr
