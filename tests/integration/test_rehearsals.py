@@ -4,6 +4,7 @@ isolation."""
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 import time
 from pathlib import Path
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from smimg import build, local
+from smimg.adapters.docker_engine import default_engine
 from smimg.spec import load_spec
-from tests.conftest import smimg_cli
+from tests.conftest import SMIMG, smimg_cli
 
 pytestmark = pytest.mark.docker
 
@@ -106,3 +108,35 @@ def test_network_isolation_lets_hosts_train_together_and_nothing_out(image: str,
     )  # fmt: skip
     assert cli.returncode != 0, cli.stdout + cli.stderr
     assert "--network-isolation" in cli.stderr and "pip install or a download" in cli.stderr, cli.stderr
+
+
+def test_a_job_running_elsewhere_is_listed_and_stopped_with_its_results_saved(image: str, tmp_path: Path) -> None:
+    name = "smimg-test-elsewhere"
+    elsewhere = subprocess.Popen(
+        [*SMIMG, "local", "run", image, "-n", "2", "--source-dir", str(RESUME), "--entry-point", "resume.py",
+         "--hp", "steps=100000", "--env", "SMIMG_LAUNCHER=python", "--job-name", name,
+         "--output", str(tmp_path / "out")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+
+        def listed() -> list[dict[str, object]]:
+            return [job for job in json.loads(smimg_cli("local", "ps", "--json").stdout) if job["name"] == name]
+
+        while not listed():
+            assert time.monotonic() < deadline and elsewhere.poll() is None, elsewhere.communicate()[0]
+            time.sleep(0.5)
+        assert [(job["pid"], job["hosts"]) for job in listed()] == [(elsewhere.pid, 2)]
+        time.sleep(3)  # into training
+        stopped = smimg_cli("local", "stop", name)
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"stopped {name}; its results are in {tmp_path / 'out'}" in stopped.stderr
+    finally:
+        elsewhere.kill()
+        output = elsewhere.communicate(timeout=30)[0]
+    assert elsewhere.returncode == 143, output
+    assert not any(job["name"] == name for job in json.loads(smimg_cli("local", "ps", "--json").stdout))
+    assert (tmp_path / "out" / "output.tar.gz").is_file()
+    names = default_engine().sdk.containers.list(all=True, filters={"name": name})
+    assert names == []

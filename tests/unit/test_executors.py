@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import smimg.local.execute as local_executor
+import smimg.local.jobs as local_jobs
 import smimg.local.results as local_results
 import smimg.ship.execute as push_executor
 from smimg import build, local, ship
@@ -386,3 +387,16 @@ def test_checkpoints_kept_are_each_hosts_newest_not_a_restored_copy(tmp_path: Pa
     (tmp_path / "out").mkdir()
     saved = local_results.save(plan, tmp_path / "out", success=True)
     assert saved.checkpoints is not None and (saved.checkpoints / "algo-1.json").read_text() == "algo-1 saved"
+
+
+def test_running_jobs_are_listed_while_they_hold_their_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    job = local_jobs.this_process("job-1", "job-1", 2, tmp_path / "run", tmp_path / "out")
+    assert local.running() == []
+    with local_jobs.hold(job):
+        assert local.running() == [job]
+        with pytest.raises(LocalError, match="smimg local stop job-1"), local_jobs.hold(job):
+            pass
+    assert local.running() == []
+    with pytest.raises(LocalError, match=r"no local job named job-2 is running \(running: none\)"):
+        local.stop("job-2")

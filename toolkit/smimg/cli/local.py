@@ -195,6 +195,32 @@ def _attempt_line(attempt: local_lib.Attempt) -> str:
     return f"{started}{ended} after {attempt.seconds:.1f}s; {len(attempt.checkpoints)} checkpoint file(s) at its end"
 
 
+@app.command("ps")
+def ps_command(json: Json = False) -> None:
+    """The local jobs running on this machine (started in any terminal), oldest first."""
+    jobs = local_lib.running()
+    if json:
+        console.print_json([job.__dict__ for job in jobs])
+        return
+    if not jobs:
+        console.err.print("no local jobs running")
+        return
+    for job in jobs:
+        console.out.print(
+            f"{job.name}  pid {job.pid}  {job.hosts} host(s)  since {job.started}  output {job.output}", markup=False
+        )
+
+
+@app.command("stop")
+def stop_command(
+    job_name: Annotated[str, typer.Argument(help="The job's name (TRAINING_JOB_NAME), as `smimg local ps` lists it.")],
+) -> None:
+    """Stop a local job running in another terminal, as Ctrl-C there would: its smimg process removes the
+    containers and network and saves the results to its --output. Waits until it has."""
+    job = local_lib.stop(job_name)
+    console.err.print(f"stopped {job.name}; its results are in {job.output}")
+
+
 @app.command("shell")
 def shell_command(
     image: Image = None,

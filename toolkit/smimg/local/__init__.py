@@ -18,6 +18,7 @@ from smimg.local.execute import (
     write_run_dir,
 )
 from smimg.local.job import Conditions, LocalJob, default_run_dir, hyperparameter_value, load_hyperparameters, make_job
+from smimg.local.jobs import RunningJob, running, stop
 from smimg.local.plan import HostPlan, LocalPlan, plan_job
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "LocalJob",
     "LocalPlan",
     "LocalResult",
+    "RunningJob",
     "available_gpus",
     "default_run_dir",
     "hyperparameter_value",
@@ -37,7 +39,9 @@ __all__ = [
     "make_job",
     "plan_job",
     "run",
+    "running",
     "shell",
+    "stop",
     "supervise",
     "write_run_dir",
 ]

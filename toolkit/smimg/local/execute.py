@@ -8,24 +8,22 @@ containers and network whatever happens. Docker is reached only through the engi
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smimg import images, interrupts, resources
+from smimg import images, interrupts
 from smimg.adapters.compose import Compose, find_compose
 from smimg.adapters.docker_engine import default_engine
 from smimg.adapters.runner import Runner
 from smimg.engine import ContainerState, Engine
 from smimg.errors import DockerUnavailable, LocalError, SmimgError
-from smimg.local import results
+from smimg.local import jobs, results
 from smimg.local.plan import LocalPlan
 from smimg_entrypoint import contract
 
@@ -185,28 +183,13 @@ def _set_aside_run_dir(plan: LocalPlan, say: Callable[[str], None]) -> None:
         shutil.rmtree(run_dir)
 
 
-@contextlib.contextmanager
-def job_lock(plan: LocalPlan) -> Iterator[None]:
-    """Held while a job runs: two runs of one job name would share containers, network and run folder.
+def job_lock(plan: LocalPlan, output: Path | None = None) -> contextlib.AbstractContextManager[None]:
+    """Held while a job runs (``jobs.hold``): two runs of one job name would share containers, network and run folder.
 
     Raises:
         LocalError: another smimg process on this machine runs a job of this name.
     """
-    locks = resources.cache_dir() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"local-{plan.project}.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise LocalError(
-                f"a job named {plan.job.name} is already running here (smimg pid {handle.read().strip() or '?'})",
-                "wait for it to end, or choose another --job-name",
-            ) from None
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
+    return jobs.hold(jobs.this_process(plan.job.name, plan.project, len(plan.hosts), plan.run_dir, output or Path()))
 
 
 def run(
@@ -230,7 +213,7 @@ def run(
     say = on_line or (lambda _line: None)
     engine = engine or default_engine()
     results.check_output(output)
-    with job_lock(plan):
+    with job_lock(plan, output):
         tool = prepare(plan, engine, compose, say)
         started = time.monotonic()
         attempts: list[Attempt] = []
