@@ -26,6 +26,7 @@ from smimg.cli.options import (
     load,
 )
 from smimg.cli.progress import BuildView, push_with_view
+from smimg.local import conformance
 from smimg_entrypoint import contract
 
 
@@ -148,9 +149,25 @@ def inspect_command(
 
 def check_command(
     image: Annotated[str, typer.Argument(help="A local image reference.")],
+    contract_check: Annotated[
+        bool,
+        typer.Option(
+            "--contract",
+            help="Run the image as SageMaker would, on local hosts, for any image (not only smimg's): multi-node "
+            "torchrun, hyperparameters verbatim, a failing host, SIGTERM, SDK v3's tools, /opt/ml/code. About a "
+            "minute.",
+        ),
+    ] = False,
     json: Json = False,
 ) -> None:
-    """Smoke-test an image: torch and accelerate import, the entrypoint answers, /opt/ml/code is empty."""
+    """Smoke-test an image: torch and accelerate import, the entrypoint answers, /opt/ml/code is empty.
+
+    With --contract, check that it honours SageMaker's runtime contract: each scenario is a local job with a small
+    probe script (script mode), reported with its time and evidence. Exit 1 when any fails.
+    """
+    if contract_check:
+        _check_contract(image, json)
+        return
     report = images.check_image(image)
     if json:
         console.print_json(report.as_dict())
@@ -158,5 +175,21 @@ def check_command(
         for item in report.checks:
             mark = "[green]ok[/]  " if item.ok else "[red]FAIL[/]"
             console.out.print(f"{mark} {item.name}: {item.detail}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _check_contract(image: str, json: bool) -> None:
+    def show(scenario: conformance.Scenario) -> None:
+        if not json:
+            mark = "[green]ok[/]  " if scenario.ok else "[red]FAIL[/]"
+            console.out.print(f"{mark} {scenario.name:<30} {scenario.seconds:5.1f}s  ", end="", highlight=False)
+            console.out.print(scenario.evidence, markup=False, highlight=False)
+
+    if not json:
+        console.err.print(f"checking {image} against SageMaker's runtime contract (about a minute)")
+    report = conformance.check_contract(image, on_scenario=show)
+    if json:
+        console.print_json(report.as_dict())
     if not report.ok:
         raise typer.Exit(1)

@@ -1,0 +1,46 @@
+"""`smimg check --contract` on an smimg image and on the DLC stand-in, whose own toolkit leaves SIGTERM unhandled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from smimg import build
+from smimg.spec import load_spec
+from tests.conftest import smimg_cli
+
+pytestmark = pytest.mark.docker
+
+JOB = Path(__file__).parent.parent / "fixtures" / "job"
+SCENARIOS = [
+    "multi-node torchrun",
+    "hyperparameters verbatim",
+    "a failing host fails the job",
+    "SIGTERM reaches the script",
+    "SDK v3 ModelTrainer's tools",
+    "/opt/ml/code empty",
+]
+
+
+def check(image: str) -> tuple[int, dict[str, dict[str, object]]]:
+    cli = smimg_cli("check", image, "--contract", "--json", timeout=300)
+    report = json.loads(cli.stdout)
+    assert report["image"] == image and [s["name"] for s in report["scenarios"]] == SCENARIOS, cli.stderr
+    return cli.returncode, {s["name"]: s for s in report["scenarios"]}
+
+
+def test_an_smimg_image_honours_the_whole_contract(standin_image: str) -> None:
+    image = build.build(load_spec(JOB)).tags[0]
+    code, scenarios = check(image)
+    assert code == 0, json.dumps(scenarios, indent=1)
+    assert "world 4 over algo-1, algo-2; all_reduce gave 10" in str(scenarios["multi-node torchrun"]["evidence"])
+    assert "the script's handler ran" in str(scenarios["SIGTERM reaches the script"]["evidence"])
+
+
+def test_the_dlcs_own_toolkit_fails_sigterm_only(standin_image: str) -> None:
+    code, scenarios = check(standin_image)
+    assert code == 1
+    assert {name for name, s in scenarios.items() if not s["ok"]} == {"SIGTERM reaches the script"}
+    assert "handler never ran" in str(scenarios["SIGTERM reaches the script"]["evidence"])

@@ -1,0 +1,230 @@
+"""`smimg check IMAGE --contract`: run any image (smimg's, a colleague's, a DLC) as SageMaker would, on local hosts,
+and report which parts of SageMaker's runtime contract it honours, each with its timing and evidence.
+
+Every scenario is a local job (``local.run``) whose script-mode code is a small probe, so it needs nothing from the
+image but Python and torch: the same scenarios judge smimg's entrypoint and the DLCs' own toolkit.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from smimg import images
+from smimg.adapters.docker_engine import default_engine
+from smimg.engine import Engine
+from smimg.errors import CommandError
+from smimg.local import execute, job, plan
+from smimg_entrypoint import contract
+from smimg_entrypoint.hyperparameters import to_args
+
+PROBE = r"""
+import json, os, signal, sys, time
+mode, host = os.environ["SMIMG_PROBE"], os.environ.get("SM_CURRENT_HOST", "?")
+model = os.environ.get("SM_MODEL_DIR", "/opt/ml/model")
+
+
+def write(name, data):
+    with open(os.path.join(model, name), "w") as f:
+        json.dump(data, f)
+
+
+if mode == "argv":
+    write("argv.json", sys.argv[1:])
+elif mode == "sigterm":
+    def on_sigterm(signum, frame):
+        write("sigterm.json", {"at": time.time()})
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    write("ready.json", {"at": time.time()})
+    time.sleep(600)
+else:
+    import torch
+    import torch.distributed as dist
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if mode == "failure" and host == "algo-2":
+        raise ValueError("smimg contract probe: failing on purpose on algo-2")
+    value = torch.tensor([float(rank + 1)])
+    dist.all_reduce(value)
+    write(f"world-{rank}.json", {"rank": rank, "world": world, "sum": value.item(), "host": host})
+    dist.barrier()
+"""
+# Spaces, quotes, shell metacharacters, a string holding JSON, booleans, numbers: all must arrive verbatim.
+HYPERPARAMETERS: Mapping[str, Any] = {
+    "text": "two words; rm -rf / 'single' \"double\" $HOME `date` \\ end",
+    "config": '{"lr": 0.1, "layers": [1, 2]}',
+    "flag": True,
+    "off": False,
+    "epochs": 3,
+    "ratio": 0.5,
+}
+SIGTERM_AFTER = 15.0  # seconds into the job: long enough for any entrypoint to have started the script
+SIGTERM_GRACE = 30.0  # the local stand-in for SageMaker's 120 s: a handler must be done well before it
+SDK_V3_TOOLS = ("bash", "python", "pip", "torchrun")  # ModelTrainer's sm_train.sh runs them from PATH
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    ok: bool
+    seconds: float
+    evidence: str
+
+
+@dataclass(frozen=True)
+class ConformanceReport:
+    image: str
+    scenarios: tuple[Scenario, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.scenarios)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "ok": self.ok, "scenarios": [s.__dict__ for s in self.scenarios]}
+
+
+def check_contract(
+    image: str, engine: Engine | None = None, on_scenario: Callable[[Scenario], None] | None = None
+) -> ConformanceReport:
+    """Run every scenario against ``image`` and report each.
+
+    Raises:
+        ImageNotFound: no such local image.
+        LocalError: a scenario's job could not start (compose missing, engine lost).
+    """
+    engine = engine or default_engine()
+    images.require(image, "to check", "build or pull it first", engine)
+    found: list[Scenario] = []
+    # Containers may write as root: what cannot be removed is left in the temp folder, not an error.
+    with tempfile.TemporaryDirectory(prefix="smimg-contract-", ignore_cleanup_errors=True) as tmp:
+        root = Path(tmp)
+        (root / "probe").mkdir()
+        (root / "probe" / "probe.py").write_text(PROBE)
+        for name, scenario in SCENARIOS.items():
+            started = time.monotonic()
+            ok, evidence = scenario(image, root, engine)
+            found.append(Scenario(name, ok, time.monotonic() - started, evidence))
+            if on_scenario is not None:
+                on_scenario(found[-1])
+    return ConformanceReport(image, tuple(found))
+
+
+def _run(
+    image: str, root: Path, probe: str, instances: int = 1, hps: Mapping[str, Any] | None = None, **conditions: Any
+) -> tuple[execute.LocalResult, Path]:
+    """The probe as a script-mode job; the run folder is kept for the evidence, under ``root``."""
+    local_job = job.make_job(
+        image,
+        instances=instances,
+        source_dir=root / "probe",
+        entry_point="probe.py",
+        env=[f"SMIMG_PROBE={probe}"],
+        name=job.job_name(f"smimg-contract-{probe}"),
+        conditions=job.Conditions(**conditions),
+    )
+    local_job = replace(local_job, hyperparameters=tuple(sorted({**(hps or {})}.items())))
+    run_dir = root / local_job.name
+    result = execute.run(plan.plan_job(local_job, run_dir), output=root / f"{local_job.name}-out", keep=True)
+    return result, run_dir
+
+
+def _model_files(run_dir: Path, pattern: str) -> list[Any]:
+    return [json.loads(p.read_text()) for p in sorted(run_dir.glob(f"algo-*/{contract.MODEL_DIR}/{pattern}"))]
+
+
+def _world(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
+    result, run_dir = _run(image, root, "world", 2, {contract.HP_TORCH_DISTRIBUTED: True})
+    ranks = _model_files(run_dir, "world-*.json")
+    if not result.ok or not ranks:
+        return False, _failed(result, "no rank reported a world")
+    world, total, hosts = ranks[0]["world"], ranks[0]["sum"], sorted({r["host"] for r in ranks})
+    ok = len(ranks) == world and total == world * (world + 1) / 2 and hosts == ["algo-1", "algo-2"]
+    return (
+        ok,
+        f"world {world} over {', '.join(hosts)}; all_reduce gave {total:g} (every rank: {world * (world + 1) / 2:g})",
+    )
+
+
+def _hyperparameters(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
+    result, run_dir = _run(image, root, "argv", hps=HYPERPARAMETERS)
+    got = _model_files(run_dir, "argv.json")
+    expected = to_args(HYPERPARAMETERS)
+    if not result.ok or not got:
+        return False, _failed(result, "the script wrote no argv")
+    if got[0] == expected:
+        return True, f"{len(HYPERPARAMETERS)} values (spaces, quotes, $, `, \\, a JSON string, booleans) verbatim"
+    first = next(
+        (i for i, (a, b) in enumerate(zip(got[0], expected, strict=False)) if a != b), min(len(got[0]), len(expected))
+    )
+    theirs, ours = expected[first : first + 2], got[0][first : first + 2]
+    return False, f"argument {first}: got {ours!r}, SageMaker's toolkit gives {theirs!r}"
+
+
+def _failure(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
+    result, _ = _run(image, root, "failure", 2, {contract.HP_TORCH_DISTRIBUTED: True})
+    codes = ", ".join(
+        f"{h.name} exit {h.exit_code}" + (" (stopped by smimg)" if h.stopped else "") for h in result.hosts
+    )
+    failing = next((h for h in result.hosts if h.name == "algo-2"), None)
+    reason = (failing.failure or "") if failing else ""
+    ok = all(h.exit_code != 0 and not h.stopped for h in result.hosts) and "failing on purpose" in reason
+    lines = [line.strip() for line in reason.splitlines() if line.strip()] or ["no failure file"]
+    shown = next((line for line in lines if "failing on purpose" in line), lines[-1])[:120]
+    return ok, f"{codes}; algo-2's failure file: {shown}"
+
+
+def _sigterm(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
+    result, run_dir = _run(image, root, "sigterm", max_run=SIGTERM_AFTER, stop_grace=SIGTERM_GRACE)
+    attempt = result.attempts[0] if result.attempts else None
+    if attempt is None or attempt.stop_seconds is None:
+        return False, _failed(result, f"the job ended before its SIGTERM at {SIGTERM_AFTER:g}s")
+    if not _model_files(run_dir, "ready.json"):
+        return False, f"the script had not started {SIGTERM_AFTER:g}s into the job"
+    handled = bool(_model_files(run_dir, "sigterm.json"))
+    ok = handled and attempt.stop_seconds < SIGTERM_GRACE
+    ran = "the script's handler ran" if handled else "the script's SIGTERM handler never ran"
+    return ok, f"{ran}; the container exited {attempt.stop_seconds:.1f}s after SIGTERM (SIGKILL at {SIGTERM_GRACE:g}s)"
+
+
+def _sdk_v3_tools(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
+    script = f"for t in {' '.join(SDK_V3_TOOLS)}; do command -v $t >/dev/null || echo $t; done"
+    try:
+        missing = engine.run(image, ["/bin/sh", "-c", script]).split()
+    except CommandError as exc:
+        return False, f"could not run /bin/sh in the image: {exc.output.strip()[-200:]}"
+    return not missing, f"missing from PATH: {', '.join(missing)}" if missing else f"{', '.join(SDK_V3_TOOLS)} on PATH"
+
+
+def _code_dir_empty(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
+    code = contract.opt_ml(contract.CODE_DIR)
+    try:
+        held = engine.run(image, ["/bin/sh", "-c", f"ls -A {code} 2>/dev/null; true"]).split()
+    except CommandError as exc:
+        return False, f"could not run /bin/sh in the image: {exc.output.strip()[-200:]}"
+    if held:
+        return False, f"{code} holds {', '.join(held[:5])}: SageMaker would skip the uploaded sourcedir.tar.gz"
+    return True, f"{code} is empty: the SDK's uploaded code is used"
+
+
+def _failed(result: execute.LocalResult, what: str) -> str:
+    failed = result.failed
+    if failed is None:
+        return what
+    return f"{what}: {failed.name} exit {failed.exit_code}: {(failed.failure or 'no failure file')[-160:]}"
+
+
+SCENARIOS: dict[str, Callable[[str, Path, Engine], tuple[bool, str]]] = {
+    "multi-node torchrun": _world,
+    "hyperparameters verbatim": _hyperparameters,
+    "a failing host fails the job": _failure,
+    "SIGTERM reaches the script": _sigterm,
+    "SDK v3 ModelTrainer's tools": _sdk_v3_tools,
+    "/opt/ml/code empty": _code_dir_empty,
+}
