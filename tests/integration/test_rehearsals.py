@@ -131,7 +131,7 @@ def test_a_job_running_elsewhere_is_listed_and_stopped_with_its_results_saved(im
         time.sleep(3)  # into training
         stopped = smimg_cli("local", "stop", name)
         assert stopped.returncode == 0, stopped.stderr
-        assert f"stopped {name}; its results are in {tmp_path / 'out'}" in stopped.stderr
+        assert f"stopped {name} as Ctrl-C would: output.tar.gz and checkpoints in {tmp_path / 'out'}" in stopped.stderr
     finally:
         elsewhere.kill()
         output = elsewhere.communicate(timeout=30)[0]

@@ -3,6 +3,7 @@ local-job supervision and clean-up on every exit path. No Docker; each test woul
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tarfile
@@ -400,3 +401,45 @@ def test_running_jobs_are_listed_while_they_hold_their_lock(tmp_path: Path, monk
     assert local.running() == []
     with pytest.raises(LocalError, match=r"no local job named job-2 is running \(running: none\)"):
         local.stop("job-2")
+
+
+def test_a_host_failing_before_the_run_limit_is_a_failure_not_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_executor, "STOP_GRACE", 1.0)
+    hosts = {"algo-1": FakeContainer(polls=10**6), "algo-2": FakeContainer(exit_code=1, polls=2)}
+    plan, engine, runner = local_job(tmp_path, hosts)
+    plan = local.plan_job(replace(plan.job, conditions=local.Conditions(max_run=0.5, stop_grace=5)), plan.run_dir)
+    result = local.run(plan, output=tmp_path / "out", keep=True, engine=engine, compose=compose(runner))
+    assert (result.status, result.ended_by) == ("Failed", None)
+    assert not [call for call in engine.calls if call[0] == "kill"]  # the failure path stopped algo-1, not --max-run
+    assert result.model is None
+
+
+def test_a_partial_copy_never_passes_for_the_newest_checkpoint(tmp_path: Path) -> None:
+    conditions = local.Conditions(checkpoints=tmp_path / "ckpt")
+    plan = local.plan_job(local.LocalJob(image="job:1", name="ck", conditions=conditions), tmp_path / "run")
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "model.pt").write_text("good")
+    assert local_results.restore_checkpoints(plan) == ("model.pt",)
+    folder = plan.host_dir("algo-1") / contract.CHECKPOINTS_DIR
+    (folder / f".model.pt{local_results.PARTIAL}").write_text("trunc")  # an interrupted copy, newer than all
+    local_results.keep_checkpoints(plan)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["model.pt"]
+    assert (tmp_path / "ckpt" / "model.pt").read_text() == "good"
+
+
+def test_a_checkpoint_location_inside_the_output_is_refused_before_the_job(tmp_path: Path) -> None:
+    conditions = local.Conditions(checkpoints=tmp_path / "out" / "checkpoints")
+    plan = local.plan_job(local.LocalJob(image="job:1", name="ck", conditions=conditions), tmp_path / "run")
+    with pytest.raises(LocalError, match="overlaps --output"):
+        local_results.check_checkpoints(plan, tmp_path / "out")
+
+
+def test_a_lock_taken_but_not_yet_written_is_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    locks = tmp_path / "cache" / "smimg" / "locks"
+    locks.mkdir(parents=True)
+    with open(locks / "local-starting.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert local.running() == []

@@ -197,7 +197,7 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: not running, which is what the signal was for
                 raise LocalError(
-                    f"could not send {signal} to container {name}: {exc.explanation}", INSTALL_HINT
+                    f"could not send {signal} to container {name}: {exc.explanation}", f"`docker kill {name}`"
                 ) from None
 
     def login(self, registry: str, username: str, password: str) -> None:

@@ -129,7 +129,13 @@ def run_command(
         gpus=gpus,
         env=env or (),
         name=job_name,
-        conditions=local_lib.Conditions(max_run, spot_interrupt_after, stop_grace, network_isolation, checkpoints),
+        conditions=local_lib.Conditions(
+            max_run=max_run,
+            spot_interrupt_after=spot_interrupt_after,
+            stop_grace=stop_grace,
+            network_isolation=network_isolation,
+            checkpoints=checkpoints,
+        ),
         on_line=console.line_printer(),
     )
     gpu_ids = local_lib.available_gpus() if gpus else []
@@ -218,7 +224,10 @@ def stop_command(
     """Stop a local job running in another terminal, as Ctrl-C there would: its smimg process removes the
     containers and network and saves the results to its --output. Waits until it has."""
     job = local_lib.stop(job_name)
-    console.err.print(f"stopped {job.name}; its results are in {job.output}")
+    console.err.print(
+        f"stopped {job.name} as Ctrl-C would: output.tar.gz and checkpoints in {job.output}; a model it had saved "
+        f"stays in {job.run_dir}"
+    )
 
 
 @app.command("shell")

@@ -15,13 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from smimg import images
+from smimg import images, resources
 from smimg.adapters.docker_engine import default_engine
 from smimg.engine import Engine
-from smimg.errors import CommandError
+from smimg.errors import CommandError, LocalError
 from smimg.local import execute, job, plan
 from smimg_entrypoint import contract
-from smimg_entrypoint.hyperparameters import to_args
 
 PROBE = r"""
 import json, os, signal, sys, time
@@ -56,15 +55,21 @@ else:
     dist.barrier()
 """
 # Spaces, quotes, shell metacharacters, a string holding JSON, booleans, numbers: all must arrive verbatim.
+TEXT = "two words; rm -rf / 'single' \"double\" $HOME `date` \\ end"
+JSON_TEXT = '{"lr": 0.1, "layers": [1, 2]}'
 HYPERPARAMETERS: Mapping[str, Any] = {
-    "text": "two words; rm -rf / 'single' \"double\" $HOME `date` \\ end",
-    "config": '{"lr": 0.1, "layers": [1, 2]}',
+    "text": TEXT,
+    "config": JSON_TEXT,
     "flag": True,
     "off": False,
     "epochs": 3,
     "ratio": 0.5,
 }
-SIGTERM_AFTER = 15.0  # seconds into the job: long enough for any entrypoint to have started the script
+# What sagemaker-training's mapping.to_cmd_args gives the script for them, spelled out (not smimg's own code).
+TOOLKIT_ARGV = [
+    "--config", JSON_TEXT, "--epochs", "3", "--flag", "True", "--off", "False", "--ratio", "0.5", "--text", TEXT,
+]  # fmt: skip
+SIGTERM_AFTER = 20.0  # seconds into the job: long enough for an entrypoint to have started the script
 SIGTERM_GRACE = 30.0  # the local stand-in for SageMaker's 120 s: a handler must be done well before it
 SDK_V3_TOOLS = ("bash", "python", "pip", "torchrun")  # ModelTrainer's sm_train.sh runs them from PATH
 
@@ -102,14 +107,20 @@ def check_contract(
     engine = engine or default_engine()
     images.require(image, "to check", "build or pull it first", engine)
     found: list[Scenario] = []
-    # Containers may write as root: what cannot be removed is left in the temp folder, not an error.
-    with tempfile.TemporaryDirectory(prefix="smimg-contract-", ignore_cleanup_errors=True) as tmp:
+    # Under smimg's cache (a snap-packaged Docker cannot mount /tmp); containers may write as root, and what cannot
+    # be removed is left there, not an error.
+    scratch = resources.cache_dir() / "contract"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="check-", dir=scratch, ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         (root / "probe").mkdir()
         (root / "probe" / "probe.py").write_text(PROBE)
         for name, scenario in SCENARIOS.items():
             started = time.monotonic()
-            ok, evidence = scenario(image, root, engine)
+            try:
+                ok, evidence = scenario(image, root, engine)
+            except LocalError as exc:  # the job could not run: that scenario fails, the others still report
+                ok, evidence = False, f"could not run: {exc.message}"
             found.append(Scenario(name, ok, time.monotonic() - started, evidence))
             if on_scenario is not None:
                 on_scenario(found[-1])
@@ -117,7 +128,13 @@ def check_contract(
 
 
 def _run(
-    image: str, root: Path, probe: str, instances: int = 1, hps: Mapping[str, Any] | None = None, **conditions: Any
+    image: str,
+    root: Path,
+    engine: Engine,
+    probe: str,
+    instances: int = 1,
+    hps: Mapping[str, Any] | None = None,
+    **conditions: Any,
 ) -> tuple[execute.LocalResult, Path]:
     """The probe as a script-mode job; the run folder is kept for the evidence, under ``root``."""
     local_job = job.make_job(
@@ -131,7 +148,9 @@ def _run(
     )
     local_job = replace(local_job, hyperparameters=tuple(sorted({**(hps or {})}.items())))
     run_dir = root / local_job.name
-    result = execute.run(plan.plan_job(local_job, run_dir), output=root / f"{local_job.name}-out", keep=True)
+    result = execute.run(
+        plan.plan_job(local_job, run_dir), output=root / f"{local_job.name}-out", keep=True, engine=engine
+    )
     return result, run_dir
 
 
@@ -140,7 +159,7 @@ def _model_files(run_dir: Path, pattern: str) -> list[Any]:
 
 
 def _world(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
-    result, run_dir = _run(image, root, "world", 2, {contract.HP_TORCH_DISTRIBUTED: True})
+    result, run_dir = _run(image, root, engine, "world", 2, {contract.HP_TORCH_DISTRIBUTED: True})
     ranks = _model_files(run_dir, "world-*.json")
     if not result.ok or not ranks:
         return False, _failed(result, "no rank reported a world")
@@ -153,9 +172,9 @@ def _world(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
 
 
 def _hyperparameters(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
-    result, run_dir = _run(image, root, "argv", hps=HYPERPARAMETERS)
+    result, run_dir = _run(image, root, engine, "argv", hps=HYPERPARAMETERS)
     got = _model_files(run_dir, "argv.json")
-    expected = to_args(HYPERPARAMETERS)
+    expected = TOOLKIT_ARGV
     if not result.ok or not got:
         return False, _failed(result, "the script wrote no argv")
     if got[0] == expected:
@@ -168,7 +187,7 @@ def _hyperparameters(image: str, root: Path, engine: Engine) -> tuple[bool, str]
 
 
 def _failure(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
-    result, _ = _run(image, root, "failure", 2, {contract.HP_TORCH_DISTRIBUTED: True})
+    result, _ = _run(image, root, engine, "failure", 2, {contract.HP_TORCH_DISTRIBUTED: True})
     codes = ", ".join(
         f"{h.name} exit {h.exit_code}" + (" (stopped by smimg)" if h.stopped else "") for h in result.hosts
     )
@@ -181,12 +200,12 @@ def _failure(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
 
 
 def _sigterm(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
-    result, run_dir = _run(image, root, "sigterm", max_run=SIGTERM_AFTER, stop_grace=SIGTERM_GRACE)
+    result, run_dir = _run(image, root, engine, "sigterm", max_run=SIGTERM_AFTER, stop_grace=SIGTERM_GRACE)
     attempt = result.attempts[0] if result.attempts else None
     if attempt is None or attempt.stop_seconds is None:
         return False, _failed(result, f"the job ended before its SIGTERM at {SIGTERM_AFTER:g}s")
     if not _model_files(run_dir, "ready.json"):
-        return False, f"the script had not started {SIGTERM_AFTER:g}s into the job"
+        return False, f"inconclusive: the script had not started {SIGTERM_AFTER:g}s into the job (a slow start?)"
     handled = bool(_model_files(run_dir, "sigterm.json"))
     ok = handled and attempt.stop_seconds < SIGTERM_GRACE
     ran = "the script's handler ran" if handled else "the script's SIGTERM handler never ran"

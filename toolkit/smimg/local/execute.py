@@ -213,6 +213,7 @@ def run(
     say = on_line or (lambda _line: None)
     engine = engine or default_engine()
     results.check_output(output)
+    results.check_checkpoints(plan, output)
     with job_lock(plan, output):
         tool = prepare(plan, engine, compose, say)
         started = time.monotonic()
@@ -264,10 +265,17 @@ def _attempts(
         if spot is not None and first.ended_by is None:
             say(f"smimg: the job ended before the spot interruption at {conditions.spot_interrupt_after:g}s")
         return [first]
+    if limit is not None and time.monotonic() >= limit:
+        say(f"smimg: the job's --max-run of {conditions.max_run:g}s has passed: no restart, as on SageMaker")
+        return [first]
     tool.down(plan.project, plan.compose_file)  # the reclaimed instances are gone, and their disks with them
     results.keep_checkpoints(plan)
+    # Set aside, not deleted: files the containers wrote as root may not be removable here, and the first
+    # attempt's trees help to debug a resume.
+    aside = plan.run_dir / ".attempt-1"
+    aside.mkdir()
     for host in plan.hosts:
-        shutil.rmtree(plan.host_dir(host.name))
+        plan.host_dir(host.name).rename(aside / host.name)
     write_run_dir(plan)
     say(
         "smimg: spot capacity is back: restarting the job on fresh hosts"
@@ -321,8 +329,14 @@ def _finish(plan: LocalPlan, tool: Compose, output: Path, *, success: bool) -> r
         removal_error = None
     except LocalError as exc:
         removal_error = exc
-    results.keep_checkpoints(plan)
+    try:
+        results.keep_checkpoints(plan)
+        kept_error = None
+    except LocalError as exc:
+        kept_error = exc  # the results are saved first: they hold a copy of the checkpoints too
     saved = results.save(plan, output, success=success)
+    if kept_error is not None and removal_error is None:
+        raise kept_error
     if removal_error is not None:
         lost = isinstance(cause, DockerUnavailable)
         first = ""
@@ -408,7 +422,8 @@ def supervise(
                 if state.exit_code != 0 and deadline is None and signalled is None:
                     deadline = time.monotonic() + STOP_GRACE
         running = [name for name in names if name not in ended]
-        if stop is not None and running and signalled is None and time.monotonic() >= stop.at:
+        # A host that failed on its own ended the job first: the timed stop does not relabel that failure.
+        if stop is not None and running and signalled is None and deadline is None and time.monotonic() >= stop.at:
             why = f"{stop.why} ({stop.status}): SIGTERM to every host"
             signalled = _signal_all(plan, engine, running, "SIGTERM", say, why)
         elif stop is not None and signalled is not None and not killed and time.monotonic() > signalled + stop.grace:

@@ -28,10 +28,6 @@ class Conditions:
     network_isolation: bool = False  # EnableNetworkIsolation: the hosts reach each other and nothing else
     checkpoints: Path | None = None  # CheckpointConfig.S3Uri, as a folder here: restored on start, kept after
 
-    @property
-    def rehearsed(self) -> bool:
-        return self != Conditions(stop_grace=self.stop_grace)
-
 
 @dataclass(frozen=True)
 class LocalJob:

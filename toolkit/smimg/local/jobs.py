@@ -103,7 +103,8 @@ def running() -> list[RunningJob]:
                 continue  # nobody holds it: that job ended
             except BlockingIOError:
                 fields = _read(handle)
-        with contextlib.suppress(TypeError, ValueError):
+        # A lock taken but not yet written (a run starting now) has no fields yet.
+        with contextlib.suppress(KeyError, TypeError, ValueError):
             found.append(RunningJob(**{**fields, "pid": int(fields["pid"])}))
     return sorted(found, key=lambda job: job.started)
 
@@ -120,6 +121,8 @@ def stop(name: str, wait: float = STOP_WAIT) -> RunningJob:
     if job is None:
         known = ", ".join(sorted(jobs)) or "none"
         raise LocalError(f"no local job named {name} is running (running: {known})", "see `smimg local ps`")
+    if job.pid <= 0:  # kill(0) or kill(-1) would signal a whole process group, or every process of the user
+        raise LocalError(f"job {name}'s lock names no process (pid {job.pid})", "see `smimg local ps`")
     try:
         os.kill(job.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -127,7 +130,7 @@ def stop(name: str, wait: float = STOP_WAIT) -> RunningJob:
     except PermissionError:
         raise LocalError(f"job {name} runs as another user (pid {job.pid})", "stop it as that user") from None
     deadline = time.monotonic() + wait
-    while any(j.name == job.name for j in running()):
+    while any(j.pid == job.pid and j.started == job.started for j in running()):  # a rerun of the name is not it
         if time.monotonic() > deadline:
             raise LocalError(
                 f"job {name} (smimg pid {job.pid}) is still cleaning up after {wait:.0f}s",

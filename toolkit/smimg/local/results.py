@@ -57,6 +57,28 @@ def check_output(output: Path) -> None:
         raise LocalError(f"cannot write to --output {output}: {exc.strerror}", "pass a folder you can write") from None
 
 
+def check_checkpoints(plan: LocalPlan, output: Path) -> None:
+    """The checkpoint location (``--checkpoints``) must be writable and apart from the output and the run folder,
+    which a run replaces or removes.
+
+    Raises:
+        LocalError: naming the location and the fix.
+    """
+    location = plan.job.conditions.checkpoints
+    if location is None:
+        return
+    for other, what in ((output.resolve(), "--output"), (plan.run_dir.resolve(), "the run folder")):
+        if location == other or other in location.parents or location in other.parents:
+            raise LocalError(f"--checkpoints {location} overlaps {what} {other}", "pass a folder outside both")
+    try:
+        location.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=location).close()
+    except OSError as exc:
+        raise LocalError(
+            f"cannot write to --checkpoints {location}: {exc.strerror}", "pass a folder you can write"
+        ) from None
+
+
 def holds_results(run_dir: Path, folders: Sequence[str]) -> bool:
     """Whether any host folder in ``run_dir`` (however many an earlier run had) holds a file in ``folders``."""
     return any(path.is_file() for folder in folders for path in run_dir.glob(f"algo-*/{folder}/**/*"))
@@ -110,7 +132,9 @@ def _newest(folders: Sequence[Path]) -> dict[Path, Path]:
     for folder in folders:
         for path in folder.rglob("*") if folder.is_dir() else ():
             relative = path.relative_to(folder)
-            if path.is_file() and (relative not in newest or path.stat().st_mtime > newest[relative].stat().st_mtime):
+            if path.name.endswith(PARTIAL) or not path.is_file():
+                continue
+            if relative not in newest or path.stat().st_mtime > newest[relative].stat().st_mtime:
                 newest[relative] = path
     return newest
 
@@ -121,8 +145,19 @@ def _sync(files: dict[Path, Path], target: Path) -> None:
         destination = target / relative
         if destination.is_file() and destination.stat().st_mtime >= source.stat().st_mtime:
             continue
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, destination)
+        _copy_atomic(source, destination)
+
+
+PARTIAL = ".smimg-partial"
+
+
+def _copy_atomic(source: Path, destination: Path) -> None:
+    """A copy that is whole or absent under its name: a full disk or an interrupt leaves only a ``PARTIAL`` file,
+    which no merge takes (a truncated file with a fresh time would pass for the newest checkpoint)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(f".{destination.name}{PARTIAL}")
+    shutil.copy2(source, partial)
+    os.replace(partial, destination)
 
 
 def _merge(folders: Sequence[Path], into: Path) -> None:
@@ -151,12 +186,14 @@ def restore_checkpoints(plan: LocalPlan) -> tuple[str, ...]:
     source = plan.job.conditions.checkpoints
     if source is None or not source.is_dir():
         return ()
+    files = {path.relative_to(source): path for path in source.rglob("*") if path.is_file()}
     try:
         for folder in _host_checkpoints(plan):
-            shutil.copytree(source, folder, dirs_exist_ok=True)
+            for relative, path in files.items():
+                _copy_atomic(path, folder / relative)
     except OSError as exc:
         raise LocalError(f"could not restore the checkpoints of {source}: {exc}", "check its permissions") from None
-    return tuple(sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()))
+    return tuple(sorted(str(relative) for relative in files))
 
 
 def keep_checkpoints(plan: LocalPlan) -> None:
