@@ -400,11 +400,18 @@ class Supervised:
 
 
 def supervise(
-    plan: LocalPlan, engine: Engine, say: Callable[[str], None], poll: float = 0.2, stop: TimedStop | None = None
+    plan: LocalPlan,
+    engine: Engine,
+    say: Callable[[str], None],
+    poll: float | None = None,
+    stop: TimedStop | None = None,
 ) -> Supervised:
     """Wait for every host; after the first failure the others get ``STOP_GRACE`` seconds, then are stopped; at
     ``stop.at`` every host still running is stopped as SageMaker stops a job."""
     names = [h.name for h in plan.hosts]
+    # The job's end is seen within one poll: short for a few hosts (it is in every run's wall time), longer for many
+    # (each poll asks the engine about every running host).
+    poll = poll if poll is not None else max(0.1, 0.02 * len(names))
     width = max(len(name) for name in names)
     threads = _follow_logs(plan, engine, say, width)
     ended: dict[str, ContainerState] = {}
