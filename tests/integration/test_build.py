@@ -53,7 +53,9 @@ def _index_secret() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def first_build(project: Path) -> build.BuildResult:
-    return build.build(load_spec(project))
+    # Built, not reused: the code-only test needs this build's layer cache, which an image an earlier run left
+    # (its build cache pruned since) would not give.
+    return build.build(load_spec(project), force=True)
 
 
 def test_requirements_installed_base_torch_untouched_labels_present(first_build: build.BuildResult) -> None:

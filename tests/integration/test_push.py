@@ -138,7 +138,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, standin_image: str) -> Pat
 @pytest.fixture(scope="module")
 def first(project: Path, registry: Registry) -> tuple[build.BuildResult, ship.PushResult]:
     loaded = load_spec(project)
-    built = build.build(loaded)
+    # Built, not reused: the code-only test needs this build's layer cache (see test_build's first_build).
+    built = build.build(loaded, force=True)
     plan = ship.prepare_push(built.tags[0], loaded.spec, registry_flag=f"{registry.host}/team")
     return built, ship.push(plan, username=registry.username, password=registry.password)
 
@@ -162,7 +163,7 @@ def test_code_only_rebuild_uploads_one_layer(
     subprocess.run(["cp", "-r", str(project), str(edited)], check=True)
     (edited / "src" / "train.py").write_text("print('v2')\n")
     loaded = load_spec(edited)
-    built = build.build(loaded)
+    built = build.build(loaded, force=True)  # built on first's layers, not an image of this content an earlier run left
     plan = ship.prepare_push(built.tags[0], loaded.spec, registry_flag=f"{registry.host}/team")
     result = ship.push(plan, username=registry.username, password=registry.password)
     assert (result.layers_pushed, result.layers_existing) == (1, first[1].layers_pushed + first[1].layers_existing - 1)
