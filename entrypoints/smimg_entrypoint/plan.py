@@ -146,6 +146,12 @@ def choose_code(
     )
 
 
+def named_groups(reserved: Mapping[str, object]) -> tuple[str, ...] | None:
+    """The job's sagemaker_distribution_instance_groups, or None when it names none."""
+    given = reserved.get(contract.HP_DISTRIBUTION_GROUPS)
+    return tuple(str(g) for g in given) if isinstance(given, list) else None
+
+
 def plan_topology(
     cluster: Cluster, reserved: Mapping[str, object], host_addresses: Mapping[str, str] | None
 ) -> Topology:
@@ -155,9 +161,8 @@ def plan_topology(
     group (so a heterogeneous cluster's CPU-only group never joins the GPU group's NCCL world); a tree without
     instance groups (local mode) is one group of every host.
     """
-    given = reserved.get(contract.HP_DISTRIBUTION_GROUPS)
-    names = tuple(str(g) for g in given) if isinstance(given, list) else (cluster.current_group,)
-    hosts = group_hosts(cluster, names)
+    named = named_groups(reserved)
+    hosts = group_hosts(cluster, named if named is not None else (cluster.current_group,))
     distributed = cluster.current_host in hosts
     if not distributed:
         # A node outside the distribution groups (heterogeneous clusters) runs the script on its own.
@@ -178,9 +183,9 @@ def reported_groups(cluster: Cluster, reserved: Mapping[str, object], settings: 
     smimg distributes without an SDK flag when the image's launcher spans hosts (torchrun, accelerate), so it reports
     this host's group where the toolkit, running one python per host, reports none.
     """
-    given = reserved.get(contract.HP_DISTRIBUTION_GROUPS)
-    if isinstance(given, list):
-        return tuple(str(g) for g in given)
+    named = named_groups(reserved)
+    if named is not None:
+        return named
     return (cluster.current_group,) if settings.distributes else ()
 
 

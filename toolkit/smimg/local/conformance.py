@@ -146,7 +146,7 @@ def _run(
         name=job.job_name(f"smimg-contract-{probe}"),
         conditions=job.Conditions(**conditions),
     )
-    local_job = replace(local_job, hyperparameters=tuple(sorted({**(hps or {})}.items())))
+    local_job = replace(local_job, hyperparameters=tuple(sorted((hps or {}).items())))
     run_dir = root / local_job.name
     result = execute.run(
         plan.plan_job(local_job, run_dir), output=root / f"{local_job.name}-out", keep=True, engine=engine
@@ -213,23 +213,30 @@ def _sigterm(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
 
 
 def _sdk_v3_tools(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
-    script = f"for t in {' '.join(SDK_V3_TOOLS)}; do command -v $t >/dev/null || echo $t; done"
-    try:
-        missing = engine.run(image, ["/bin/sh", "-c", script]).split()
-    except CommandError as exc:
-        return False, f"could not run /bin/sh in the image: {exc.output.strip()[-200:]}"
+    missing, error = _shell(
+        engine, image, f"for t in {' '.join(SDK_V3_TOOLS)}; do command -v $t >/dev/null || echo $t; done"
+    )
+    if error is not None:
+        return False, error
     return not missing, f"missing from PATH: {', '.join(missing)}" if missing else f"{', '.join(SDK_V3_TOOLS)} on PATH"
 
 
 def _code_dir_empty(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
     code = contract.opt_ml(contract.CODE_DIR)
-    try:
-        held = engine.run(image, ["/bin/sh", "-c", f"ls -A {code} 2>/dev/null; true"]).split()
-    except CommandError as exc:
-        return False, f"could not run /bin/sh in the image: {exc.output.strip()[-200:]}"
+    held, error = _shell(engine, image, f"ls -A {code} 2>/dev/null; true")
+    if error is not None:
+        return False, error
     if held:
         return False, f"{code} holds {', '.join(held[:5])}: SageMaker would skip the uploaded sourcedir.tar.gz"
     return True, f"{code} is empty: the SDK's uploaded code is used"
+
+
+def _shell(engine: Engine, image: str, script: str) -> tuple[list[str], str | None]:
+    """The words a shell script prints in a throw-away container of the image, or why it could not run."""
+    try:
+        return engine.run(image, ["/bin/sh", "-c", script]).split(), None
+    except CommandError as exc:
+        return [], f"could not run /bin/sh in the image: {exc.output.strip()[-200:]}"
 
 
 def _failed(result: execute.LocalResult, what: str) -> str:
