@@ -99,6 +99,16 @@ def standin_image() -> str:
 
 
 @pytest.fixture(scope="session")
+def job_image(standin_image: str) -> str:
+    """tests/fixtures/job built on the stand-in: the 2-host gloo job the local-mode, parity, rehearsal and contract
+    tests run."""
+    from smimg import build
+    from smimg.spec import load_spec
+
+    return build.build(load_spec(Path(__file__).parent / "fixtures" / "job")).tags[0]
+
+
+@pytest.fixture(scope="session")
 def standin_venv_image() -> str:
     """The venv flavour of the stand-in (the Amazon Linux 2023 DLC layout); built by `make test` like the other."""
     from smimg.build import standin

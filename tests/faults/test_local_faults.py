@@ -14,15 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from smimg import build
 from smimg.adapters.docker_engine import default_engine
 from smimg.local import job
-from smimg.spec import load_spec
 from tests.conftest import SMIMG, smimg_cli
 
 pytestmark = pytest.mark.docker
 
-JOB = Path(__file__).parent.parent / "fixtures" / "job"
 
 SLEEPER = """\
 import os, pathlib, time
@@ -49,9 +46,9 @@ def code(folder: Path, script: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def image(standin_image: str) -> str:
+def image(job_image: str) -> str:
     """The smimg-built test job image (the stand-in alone runs AWS's toolkit, not smimg's entrypoint)."""
-    return build.build(load_spec(JOB)).tags[0]
+    return job_image
 
 
 class Started:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from smimg import build
-from smimg.spec import load_spec
 from tests.conftest import smimg_cli
 
 pytestmark = pytest.mark.docker
 
-JOB = Path(__file__).parent.parent / "fixtures" / "job"
 SCENARIOS = [
     "multi-node torchrun",
     "hyperparameters verbatim",
@@ -31,9 +27,8 @@ def check(image: str) -> tuple[int, dict[str, dict[str, object]]]:
     return cli.returncode, {s["name"]: s for s in report["scenarios"]}
 
 
-def test_an_smimg_image_honours_the_whole_contract(standin_image: str) -> None:
-    image = build.build(load_spec(JOB)).tags[0]
-    code, scenarios = check(image)
+def test_an_smimg_image_honours_the_whole_contract(job_image: str) -> None:
+    code, scenarios = check(job_image)
     assert code == 0, json.dumps(scenarios, indent=1)
     assert "world 4 over algo-1, algo-2; all_reduce gave 10" in str(scenarios["multi-node torchrun"]["evidence"])
     assert "the script's handler ran" in str(scenarios["SIGTERM reaches the script"]["evidence"])

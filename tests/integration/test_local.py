@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smimg import build, local
+from smimg import local
 from smimg.adapters.docker_engine import default_engine
 from smimg.errors import AwsError
 from smimg.local import channels, job
-from smimg.spec import load_spec
 from tests.conftest import SMIMG, smimg_cli
 
 pytestmark = pytest.mark.docker
@@ -23,8 +22,8 @@ JOB = Path(__file__).parent.parent / "fixtures" / "job"
 
 
 @pytest.fixture(scope="module")
-def image(standin_image: str) -> str:
-    return build.build(load_spec(JOB)).tags[0]
+def image(job_image: str) -> str:
+    return job_image
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,8 @@ from typing import Any
 
 import pytest
 
-from smimg import build
-from smimg.spec import load_spec
-
 pytestmark = pytest.mark.docker
 
-JOB = Path(__file__).parent.parent / "fixtures" / "job"
 DUMP = r"""
 import json, os, sys
 json.dump({"argv": sys.argv[1:], "env": dict(os.environ)}, open(os.environ["DUMP"], "w"))
@@ -106,8 +102,8 @@ SCENARIOS: dict[str, tuple[dict[str, Any], dict[str, str], dict[str, str]]] = {
 
 
 @pytest.fixture(scope="module")
-def image(standin_image: str) -> str:
-    return build.build(load_spec(JOB)).tags[0]
+def image(job_image: str) -> str:
+    return job_image
 
 
 def write_tree(root: Path, tree: dict[str, Any]) -> Path:

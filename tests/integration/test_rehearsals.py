@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from smimg import build, local
+from smimg import local
 from smimg.adapters.docker_engine import default_engine
-from smimg.spec import load_spec
 from tests.conftest import SMIMG, smimg_cli
 
 pytestmark = pytest.mark.docker
@@ -23,8 +22,8 @@ RESUME = FIXTURES / "resume"
 
 
 @pytest.fixture(scope="module")
-def image(standin_image: str) -> str:
-    return build.build(load_spec(FIXTURES / "job")).tags[0]
+def image(job_image: str) -> str:
+    return job_image
 
 
 def models(path: Path) -> dict[str, dict[str, object]]:
