@@ -65,6 +65,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 SMIMG = [sys.executable, "-m", "smimg"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache() -> Iterator[Path]:
+    """smimg's cache (run folders, locks, build contexts) in a folder of this session's own, for this process and
+    every `smimg` it starts: runs, locks and folders an earlier session (or the user) left must not change what a
+    test sees. Under the home folder, not /tmp, which a snap-packaged Docker cannot mount."""
+    cache = Path.home() / ".cache" / "smimg-tests" / f"{os.getpid()}"
+    cache.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    yield cache
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+    shutil.rmtree(cache, ignore_errors=True)  # what a container wrote as another user may stay
+
+
 def smimg_cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the `smimg` command as a user would, in a fresh process; output captured as text."""
     return subprocess.run([*SMIMG, *args], input=stdin, capture_output=True, text=True, timeout=timeout)

@@ -22,6 +22,7 @@ SCENARIOS = [
 
 def check(image: str) -> tuple[int, dict[str, dict[str, object]]]:
     cli = smimg_cli("check", image, "--contract", "--json", timeout=300)
+    assert cli.stdout, f"exit {cli.returncode}: {cli.stderr}"
     report = json.loads(cli.stdout)
     assert report["image"] == image and [s["name"] for s in report["scenarios"]] == SCENARIOS, cli.stderr
     return cli.returncode, {s["name"]: s for s in report["scenarios"]}

@@ -132,8 +132,11 @@ def test_a_job_running_elsewhere_is_listed_and_stopped_with_its_results_saved(im
         assert stopped.returncode == 0, stopped.stderr
         assert f"stopped {name} as Ctrl-C would: output.tar.gz and checkpoints in {tmp_path / 'out'}" in stopped.stderr
     finally:
-        elsewhere.kill()
-        output = elsewhere.communicate(timeout=30)[0]
+        try:  # its lock goes a moment before the process ends
+            output = elsewhere.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            elsewhere.kill()
+            output = elsewhere.communicate(timeout=30)[0]
     assert elsewhere.returncode == 143, output
     assert not any(job["name"] == name for job in json.loads(smimg_cli("local", "ps", "--json").stdout))
     assert (tmp_path / "out" / "output.tar.gz").is_file()
