@@ -14,6 +14,7 @@ SCENARIOS = [
     "multi-node torchrun",
     "hyperparameters verbatim",
     "a failing host fails the job",
+    "host order (algo-10 before algo-2)",
     "SIGTERM reaches the script",
     "SDK v3 ModelTrainer's tools",
     "/opt/ml/code empty",
@@ -33,6 +34,8 @@ def test_an_smimg_image_honours_the_whole_contract(job_image: str) -> None:
     assert code == 0, json.dumps(scenarios, indent=1)
     assert "world 4 over algo-1, algo-2; all_reduce gave 10" in str(scenarios["multi-node torchrun"]["evidence"])
     assert "the script's handler ran" in str(scenarios["SIGTERM reaches the script"]["evidence"])
+    order = str(scenarios["host order (algo-10 before algo-2)"]["evidence"])
+    assert "hosts listed algo-1, algo-10, algo-2, ...: world 10 of 10" in order, order
 
 
 def test_the_dlcs_own_toolkit_fails_sigterm_only(standin_image: str) -> None:

@@ -69,6 +69,57 @@ def test_a_spot_reclaim_restarts_the_job_which_resumes_from_its_checkpoints(imag
     )
 
 
+@pytest.mark.aws
+def test_an_s3_checkpoint_location_is_restored_into_every_host_and_updated_after(
+    image: str, aws_env: object, tmp_path: Path
+) -> None:
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="ckpt")
+    # What an earlier run (or the cloud) left: each host's step, and a file no host changes.
+    seeded = {"run/algo-1.json": {"step": 50}, "run/algo-2.json": {"step": 40}, "run/notes/keep.json": {"k": 1}}
+    for key, body in seeded.items():
+        s3.put_object(Bucket="ckpt", Key=key, Body=json.dumps(body).encode())
+    uploaded = {key: s3.head_object(Bucket="ckpt", Key=key)["LastModified"] for key in seeded}
+    time.sleep(1)  # LastModified has whole seconds
+    cli = smimg_cli(
+        "local", "run", image, "-n", "2", "--source-dir", str(RESUME), "--entry-point", "resume.py",
+        "--hp", "steps=60", "--env", "SMIMG_LAUNCHER=python", "--checkpoints", "s3://ckpt/run",
+        "--output", str(tmp_path / "out"), "--job-name", "smimg-test-s3-checkpoints",
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "3 checkpoint file(s) from s3://ckpt/run" in cli.stderr
+    assert "checkpoints kept in s3://ckpt/run (pass it again to resume)" in cli.stderr
+    final = models(tmp_path / "out" / "model.tar.gz")
+    assert {name: (m["resumed_from"], m["steps"]) for name, m in final.items()} == {
+        "algo-1.json": (50, 60),
+        "algo-2.json": (40, 60),
+    }
+
+    def stored(key: str) -> dict[str, object]:
+        return json.loads(s3.get_object(Bucket="ckpt", Key=key)["Body"].read())  # type: ignore[no-any-return]
+
+    assert stored("run/algo-1.json") == stored("run/algo-2.json") == {"step": 60}
+    assert stored("run/notes/keep.json") == {"k": 1}
+    # Only what the job changed goes up; a file restored unchanged is not uploaded again.
+    assert s3.head_object(Bucket="ckpt", Key="run/notes/keep.json")["LastModified"] == uploaded["run/notes/keep.json"]
+
+
+@pytest.mark.aws
+def test_an_s3_checkpoint_location_that_cannot_be_read_stops_the_job_before_it_starts(
+    image: str, aws_env: object, tmp_path: Path
+) -> None:
+    cli = smimg_cli(
+        "local", "run", image, "--checkpoints", "s3://no-such-bucket/run", "--job-name", "smimg-test-s3-missing",
+        "--output", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert "could not restore the checkpoints of s3://no-such-bucket/run" in cli.stderr, cli.stderr
+    assert "NoSuchBucket" in cli.stderr and "Traceback" not in cli.stderr
+    assert not default_engine().sdk.containers.list(all=True, filters={"name": "smimg-test-s3-missing"})
+
+
 def test_max_run_stops_every_host_saves_the_model_and_reports_max_runtime_exceeded(image: str, tmp_path: Path) -> None:
     started = time.monotonic()
     cli = smimg_cli(

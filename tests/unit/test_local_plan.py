@@ -97,6 +97,20 @@ def test_gpu_requests_that_cannot_be_met(gpus: str, instances: int, available: l
         local.plan_job(job, RUN, available)
 
 
+def test_hosts_are_listed_as_sagemaker_lists_them_and_every_host_agrees_on_its_rank() -> None:
+    from smimg_entrypoint.cluster import parse_cluster
+    from smimg_entrypoint.plan import plan_topology
+
+    plan = local.plan_job(local.LocalJob(image="i", instances=11, name="eleven"), RUN)
+    configs = [json.loads(dict(host.files)["input/config/resourceconfig.json"]) for host in plan.hosts]
+    numeric = [f"algo-{i}" for i in range(1, 12)]
+    assert configs[0]["hosts"] == ["algo-1", "algo-10", "algo-11", *numeric[1:9]]
+    assert configs[0]["instance_groups"][0]["hosts"] == numeric
+    topologies = [plan_topology(parse_cluster(config, {}, {}), {}, None) for config in configs]
+    assert {t.master_host for t in topologies} == {"algo-1"}
+    assert sorted(t.node_rank for t in topologies) == list(range(11))
+
+
 def test_bad_inputs_are_named() -> None:
     with pytest.raises(LocalError, match="--instances 0 is not a valid instance count"):
         local.plan_job(local.LocalJob(image="i", instances=0), RUN)
@@ -154,3 +168,24 @@ def test_a_checkpoint_location_that_is_a_file_is_refused(tmp_path: Path) -> None
     (tmp_path / "file").write_text("x")
     with pytest.raises(LocalError, match="is a file"):
         local.make_job("job:1", conditions=local.Conditions(checkpoints=tmp_path / "file"))
+
+
+def test_an_s3_checkpoint_location_is_named_in_checkpointconfig_and_copied_through_a_folder_of_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder, uri = local.checkpoint_location("s3://my-bucket/jobs/ckpt")
+    assert (folder, uri) == (None, "s3://my-bucket/jobs/ckpt")
+    assert local.checkpoint_location("./ckpt") == (Path("ckpt"), None)
+    conditions = local_job.check_conditions(local.Conditions(checkpoints_s3=uri), "ck")
+    assert conditions.checkpoints is not None and conditions.checkpoints.parent == tmp_path / "cache/smimg/checkpoints"
+    assert conditions.checkpoint_location == uri
+    plan = local.plan_job(local.LocalJob(image="job:1", name="ck", conditions=conditions), tmp_path / "run")
+    assert json.loads(dict(plan.hosts[0].files)["input/config/checkpointconfig.json"])["S3Uri"] == uri
+
+
+@pytest.mark.parametrize("uri", ["s3://", "s3:///prefix", "s3://Bad_Bucket/x"])
+def test_a_malformed_s3_checkpoint_location_is_named(uri: str) -> None:
+    with pytest.raises(LocalError, match=f"--checkpoints {uri} is not an S3 URI") as caught:
+        local_job.check_conditions(local.Conditions(checkpoints_s3=uri), "ck")
+    assert caught.value.hint == "pass s3://BUCKET/PREFIX (or a local folder)"

@@ -1,4 +1,4 @@
-"""AWS through boto3: clients, the one error mapping, the one region resolver, and S3 downloads.
+"""AWS through boto3: clients, the one error mapping, the one region resolver, and S3 transfers.
 
 Clients come from the standard credential chain (environment, profiles, SSO, instance roles) and honour
 ``AWS_ENDPOINT_URL[_<SERVICE>]``. Every failure — of a call, or of a page a paginator fetches lazily — becomes an
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,50 @@ def paginate(client: Any, operation: str, doing: str, **kwargs: Any) -> Iterator
 
 def download_file(s3: Any, bucket: str, key: str, destination: Path) -> None:
     call(s3.download_file, f"download s3://{bucket}/{key}", Bucket=bucket, Key=key, Filename=str(destination))
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` as (bucket, prefix); the prefix may be empty."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return bucket, prefix
+
+
+def download_prefix(uri: str, into: Path) -> int:
+    """Every object under an ``s3://`` prefix into a folder, keys relative to the prefix; the count.
+
+    Raises:
+        AwsError: listing or a download failed.
+    """
+    bucket, prefix = split_s3_uri(uri)
+    s3 = client("s3", None)
+    count = 0
+    for page in paginate(s3, "list_objects_v2", f"list {uri}", Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            if key.endswith("/"):
+                continue  # a folder marker the console creates, not a file
+            relative = key[len(prefix) :].lstrip("/") or Path(key).name
+            destination = into / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            download_file(s3, bucket, key, destination)
+            count += 1
+    return count
+
+
+def upload_files(folder: Path, relatives: Iterable[str], uri: str) -> int:
+    """Files of a folder (paths relative to it) to the same keys under an ``s3://`` prefix; the count.
+
+    Raises:
+        AwsError: an upload failed.
+    """
+    bucket, prefix = split_s3_uri(uri)
+    s3 = client("s3", None)
+    count = 0
+    for relative in relatives:
+        key = f"{prefix.rstrip('/')}/{relative}" if prefix else relative
+        call(s3.upload_file, f"upload to s3://{bucket}/{key}", Filename=str(folder / relative), Bucket=bucket, Key=key)
+        count += 1
+    return count
 
 
 def account_id(region: str) -> str:

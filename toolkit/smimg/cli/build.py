@@ -154,8 +154,8 @@ def check_command(
         typer.Option(
             "--contract",
             help="Run the image as SageMaker would, on local hosts, for any image (not only smimg's): multi-node "
-            "torchrun, hyperparameters verbatim, a failing host, SIGTERM, SDK v3's tools, /opt/ml/code. About a "
-            "minute.",
+            "torchrun, hyperparameters verbatim, a failing host, host order on 10 hosts, SIGTERM, SDK v3's tools, "
+            "/opt/ml/code. A minute or two.",
         ),
     ] = False,
     json: Json = False,
@@ -187,7 +187,7 @@ def _check_contract(image: str, json: bool) -> None:
             console.out.print(scenario.evidence, markup=False, highlight=False)
 
     if not json:
-        console.err.print(f"checking {image} against SageMaker's runtime contract (about a minute)")
+        console.err.print(f"checking {image} against SageMaker's runtime contract (a minute or two)")
     report = conformance.check_contract(image, on_scenario=show)
     if json:
         console.print_json(report.as_dict())

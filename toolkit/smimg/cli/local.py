@@ -81,11 +81,12 @@ def run_command(
         ),
     ] = None,
     checkpoints: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--checkpoints",
-            help="A folder standing for CheckpointConfig.S3Uri: restored into every host's /opt/ml/checkpoints when "
-            "the job starts (and restarts), and the hosts' checkpoints kept there after. Reuse it to resume.",
+            help="CheckpointConfig.S3Uri: an s3:// URI, or a folder standing for one. Restored into every host's "
+            "/opt/ml/checkpoints when the job starts (and restarts); the hosts' new and changed checkpoints are kept "
+            "there after. Reuse it to resume.",
         ),
     ] = None,
     stop_grace: Annotated[
@@ -118,6 +119,7 @@ def run_command(
 
     Example: `smimg local run -n 2 --spot-interrupt-after 60 --checkpoints ./ckpt`
     """
+    checkpoint_folder, checkpoints_s3 = local_lib.checkpoint_location(checkpoints)
     job = local_lib.make_job(
         build_lib.default_image(image, spec),
         instances=instances,
@@ -134,7 +136,8 @@ def run_command(
             spot_interrupt_after=spot_interrupt_after,
             stop_grace=stop_grace,
             network_isolation=network_isolation,
-            checkpoints=checkpoints,
+            checkpoints=checkpoint_folder,
+            checkpoints_s3=checkpoints_s3,
         ),
         on_line=console.line_printer(),
     )
@@ -187,8 +190,8 @@ def _report(result: local_lib.LocalResult, conditions: local_lib.Conditions) -> 
     for name, path in paths.items():
         if path:
             console.err.print(f"  {name}: {path}")
-    if conditions.checkpoints is not None:
-        console.err.print(f"  checkpoints kept in {conditions.checkpoints} (pass it again to resume)")
+    if conditions.checkpoint_location is not None:
+        console.err.print(f"  checkpoints kept in {conditions.checkpoint_location} (pass it again to resume)")
     if result.run_dir:
         console.err.print(f"  run folder kept: {result.run_dir}")
 

@@ -17,7 +17,15 @@ from smimg.local.execute import (
     supervise,
     write_run_dir,
 )
-from smimg.local.job import Conditions, LocalJob, default_run_dir, hyperparameter_value, load_hyperparameters, make_job
+from smimg.local.job import (
+    Conditions,
+    LocalJob,
+    checkpoint_location,
+    default_run_dir,
+    hyperparameter_value,
+    load_hyperparameters,
+    make_job,
+)
 from smimg.local.jobs import RunningJob, running, stop
 from smimg.local.plan import HostPlan, LocalPlan, plan_job
 
@@ -33,6 +41,7 @@ __all__ = [
     "LocalResult",
     "RunningJob",
     "available_gpus",
+    "checkpoint_location",
     "default_run_dir",
     "hyperparameter_value",
     "load_hyperparameters",

@@ -32,20 +32,10 @@ def _download_s3(uri: str, cache: Path, on_line: Callable[[str], None] | None) -
     complete = target.with_suffix(".complete")
     if complete.exists() and target.is_dir():
         return target
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    s3 = aws.client("s3", None)
     partial = target.with_suffix(".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
-    count = 0
-    for page in aws.paginate(s3, "list_objects_v2", f"list {uri}", Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            key = item["Key"]
-            relative = key[len(prefix) :].lstrip("/") or Path(key).name
-            destination = partial / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            aws.download_file(s3, bucket, key, destination)
-            count += 1
+    count = aws.download_prefix(uri, partial)
     if count == 0:
         raise LocalError(f"nothing under {uri}", "check the bucket and prefix")
     if on_line:

@@ -53,6 +53,8 @@ else:
     dist.all_reduce(value)
     write(f"world-{rank}.json", {"rank": rank, "world": world, "sum": value.item(), "host": host})
     dist.barrier()
+    # Without it gloo's threads may still run at exit: "terminate called without an active exception", SIGABRT.
+    dist.destroy_process_group()
 """
 # Spaces, quotes, shell metacharacters, a string holding JSON, booleans, numbers: all must arrive verbatim.
 TEXT = "two words; rm -rf / 'single' \"double\" $HOME `date` \\ end"
@@ -72,6 +74,11 @@ TOOLKIT_ARGV = [
 SIGTERM_AFTER = 20.0  # seconds into the job: long enough for an entrypoint to have started the script
 SIGTERM_GRACE = 30.0  # the local stand-in for SageMaker's 120 s: a handler must be done well before it
 SDK_V3_TOOLS = ("bash", "python", "pip", "torchrun")  # ModelTrainer's sm_train.sh runs them from PATH
+# SageMaker lists `hosts` sorted as text: from 10 hosts on, algo-10 comes before algo-2. One process per host keeps
+# the job small; a host that takes the wrong rank or master leaves the world incomplete.
+ORDER_HOSTS = 10
+# Any job scenario ends by then (a rendezvous that never completes would otherwise wait on it for good).
+SCENARIO_LIMIT = 300.0
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,7 @@ def _run(
         entry_point="probe.py",
         env=[f"SMIMG_PROBE={probe}"],
         name=job.job_name(f"smimg-contract-{probe}"),
-        conditions=job.Conditions(**conditions),
+        conditions=job.Conditions(**{"max_run": SCENARIO_LIMIT, **conditions}),
     )
     local_job = replace(local_job, hyperparameters=tuple(sorted((hps or {}).items())))
     run_dir = root / local_job.name
@@ -169,6 +176,19 @@ def _world(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
         ok,
         f"world {world} over {', '.join(hosts)}; all_reduce gave {total:g} (every rank: {world * (world + 1) / 2:g})",
     )
+
+
+def _host_order(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
+    hps = {contract.HP_TORCH_DISTRIBUTED: True, contract.HP_MPI_PROCESSES_PER_HOST: 1}
+    result, run_dir = _run(image, root, engine, "world", ORDER_HOSTS, hps)
+    ranks = _model_files(run_dir, "world-*.json")
+    if not result.ok or not ranks:
+        return False, _failed(result, f"no rank of {ORDER_HOSTS} hosts reported a world")
+    listed = sorted(f"algo-{i}" for i in range(1, ORDER_HOSTS + 1))
+    hosts = {r["host"]: r["rank"] for r in ranks}
+    ok = ranks[0]["world"] == ORDER_HOSTS and len(ranks) == ORDER_HOSTS and sorted(hosts) == listed
+    shown = ", ".join(f"{host} rank {hosts[host]}" for host in ("algo-1", "algo-2", "algo-10") if host in hosts)
+    return ok, f"hosts listed {', '.join(listed[:3])}, ...: world {ranks[0]['world']} of {ORDER_HOSTS} ({shown})"
 
 
 def _hyperparameters(image: str, root: Path, engine: Engine) -> tuple[bool, str]:
@@ -240,6 +260,8 @@ def _shell(engine: Engine, image: str, script: str) -> tuple[list[str], str | No
 
 
 def _failed(result: execute.LocalResult, what: str) -> str:
+    if result.ended_by == execute.MAX_RUNTIME_EXCEEDED:
+        return f"{what}: still running after {SCENARIO_LIMIT:g}s, stopped"
     failed = result.failed
     if failed is None:
         return what
@@ -250,6 +272,7 @@ SCENARIOS: dict[str, Callable[[str, Path, Engine], tuple[bool, str]]] = {
     "multi-node torchrun": _world,
     "hyperparameters verbatim": _hyperparameters,
     "a failing host fails the job": _failure,
+    "host order (algo-10 before algo-2)": _host_order,
     "SIGTERM reaches the script": _sigterm,
     "SDK v3 ModelTrainer's tools": _sdk_v3_tools,
     "/opt/ml/code empty": _code_dir_empty,

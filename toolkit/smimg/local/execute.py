@@ -215,6 +215,9 @@ def run(
     results.check_output(output)
     results.check_checkpoints(plan, output)
     with job_lock(plan, output):
+        if plan.job.conditions.checkpoints_s3:
+            fetched = results.fetch_checkpoints(plan)
+            say(f"smimg: {fetched} checkpoint file(s) from {plan.job.conditions.checkpoints_s3}")
         tool = prepare(plan, engine, compose, say)
         started = time.monotonic()
         attempts: list[Attempt] = []
@@ -279,7 +282,11 @@ def _attempts(
     write_run_dir(plan)
     say(
         "smimg: spot capacity is back: restarting the job on fresh hosts"
-        + (f" with the checkpoints of {conditions.checkpoints}" if conditions.checkpoints else ", with no checkpoints")
+        + (
+            f" with the checkpoints of {where}"
+            if (where := conditions.checkpoint_location)
+            else ", with no checkpoints"
+        )
     )
     return [first, _attempt(plan, tool, engine, say, _timed_stop(None, limit, conditions.stop_grace))]
 

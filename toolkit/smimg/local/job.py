@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any
 from smimg import resources
 from smimg.errors import LocalError
 from smimg.local.channels import resolve_channel
+
+S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")  # a bucket name as S3 allows it
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,14 @@ class Conditions:
     stop_grace: float = 120.0  # from SIGTERM to SIGKILL, as SageMaker stops a job
     network_isolation: bool = False  # EnableNetworkIsolation: the hosts reach each other and nothing else
     checkpoints: Path | None = None  # CheckpointConfig.S3Uri, as a folder here: restored on start, kept after
+    # CheckpointConfig.S3Uri itself when it is in S3: `checkpoints` is then this run's copy of it, downloaded before
+    # the job starts and uploaded from (new and changed files) whenever the hosts' checkpoints are kept.
+    checkpoints_s3: str | None = None
+
+    @property
+    def checkpoint_location(self) -> str | None:
+        """Where checkpoints are kept, as the user named it."""
+        return self.checkpoints_s3 or (str(self.checkpoints) if self.checkpoints else None)
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,7 @@ def make_job(
     Raises:
         LocalError: a malformed pair, a missing path or hyperparameter file.
     """
+    name = name or job_name()
     cache = resources.cache_dir() / "channels"
     channels = tuple(
         (key, resolve_channel(key, value, cache, on_line)) for key, value in parse_pairs(inputs, "--input")
@@ -164,13 +177,23 @@ def make_job(
         entry_point=entry_point,
         gpus=gpus,
         env=tuple(parse_pairs(env, "--env")),
-        name=name or job_name(),
-        conditions=check_conditions(conditions),
+        name=name,
+        conditions=check_conditions(conditions, name),
     )
 
 
-def check_conditions(conditions: Conditions) -> Conditions:
-    """The rehearsal's settings, checked; the checkpoint folder resolved.
+def checkpoint_location(value: str | None) -> tuple[Path | None, str | None]:
+    """``--checkpoints`` as typed (a folder, or an ``s3://`` URI as CheckpointConfig.S3Uri takes) as Conditions'
+    ``checkpoints`` and ``checkpoints_s3``."""
+    if value is None:
+        return None, None
+    if value.startswith("s3://"):
+        return None, value
+    return Path(value.removeprefix("file://")), None
+
+
+def check_conditions(conditions: Conditions, name: str) -> Conditions:
+    """The rehearsal's settings, checked; the checkpoint folder resolved (for ``s3://``, this run's copy of it).
 
     Raises:
         LocalError: a time that is not positive, an interruption after the run limit, a checkpoint path that is a file.
@@ -185,6 +208,12 @@ def check_conditions(conditions: Conditions) -> Conditions:
             f"--spot-interrupt-after {interrupt:g} is not before --max-run {limit:g}",
             "interrupt earlier, or raise --max-run (it covers every attempt together, as on SageMaker)",
         )
+    if conditions.checkpoints_s3 is not None:
+        uri = conditions.checkpoints_s3
+        if not S3_URI.match(uri):
+            raise LocalError(f"--checkpoints {uri} is not an S3 URI", "pass s3://BUCKET/PREFIX (or a local folder)")
+        digest = hashlib.sha256(uri.encode()).hexdigest()[:12]
+        return replace(conditions, checkpoints=resources.cache_dir() / "checkpoints" / f"{name}-{digest}")
     checkpoints = conditions.checkpoints
     if checkpoints is not None:
         checkpoints = checkpoints.expanduser().resolve()

@@ -127,7 +127,9 @@ def _host(job: LocalJob, host: str, hosts: list[str], gpu_ids: tuple[str, ...]) 
         "current_host": host,
         "current_group_name": group,
         "current_instance_type": "local_gpu" if gpu_ids else "local",
-        "hosts": hosts,
+        # As SageMaker: `hosts` sorted as text (algo-10 before algo-2), the instance group's own list not sorted so
+        # (here in numeric order); an image that ranks nodes from one and finds its master in the other breaks here.
+        "hosts": sorted(hosts),
         "instance_groups": [{"instance_group_name": group, "instance_type": "local", "hosts": hosts}],
         "network_interface_name": contract.DEFAULT_INTERFACE,
     }
@@ -142,7 +144,8 @@ def _host(job: LocalJob, host: str, hosts: list[str], gpu_ids: tuple[str, ...]) 
     )
     if job.conditions.checkpoints is not None:
         # SageMaker writes it only with a CheckpointConfig; some containers look for it.
-        where = {"LocalPath": contract.opt_ml(contract.CHECKPOINTS_DIR), "S3Uri": job.conditions.checkpoints.as_uri()}
+        uri = job.conditions.checkpoints_s3 or job.conditions.checkpoints.as_uri()
+        where = {"LocalPath": contract.opt_ml(contract.CHECKPOINTS_DIR), "S3Uri": uri}
         files += ((CHECKPOINT_CONFIG, json.dumps(where, indent=2)),)
     channels = (f"{contract.DATA_DIR}/{name}" for name, _ in job.channels)
     dirs = (contract.MODEL_DIR, contract.OUTPUT_DATA_DIR, contract.CHECKPOINTS_DIR, *channels)

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from smimg.errors import LocalError
+from smimg.adapters import aws
+from smimg.errors import AwsError, LocalError
 from smimg.local.plan import LocalPlan
 from smimg_entrypoint import contract
 
@@ -139,13 +140,17 @@ def _newest(folders: Sequence[Path]) -> dict[Path, Path]:
     return newest
 
 
-def _sync(files: dict[Path, Path], target: Path) -> None:
-    """Copy the files that are new or newer than the target's (copy2 keeps their times for the next sync)."""
+def _sync(files: dict[Path, Path], target: Path) -> list[str]:
+    """Copy the files that are new or newer than the target's (copy2 keeps their times for the next sync); the
+    files copied."""
+    copied = []
     for relative, source in files.items():
         destination = target / relative
         if destination.is_file() and destination.stat().st_mtime >= source.stat().st_mtime:
             continue
         _copy_atomic(source, destination)
+        copied.append(str(relative))
+    return copied
 
 
 PARTIAL = ".smimg-partial"
@@ -196,21 +201,49 @@ def restore_checkpoints(plan: LocalPlan) -> tuple[str, ...]:
     return tuple(sorted(str(relative) for relative in files))
 
 
-def keep_checkpoints(plan: LocalPlan) -> None:
-    """The hosts' checkpoints into the checkpoint location, as SageMaker syncs them up (new and changed files;
-    nothing there is deleted).
+def fetch_checkpoints(plan: LocalPlan) -> int:
+    """This run's copy of an ``s3://`` checkpoint location, fresh from S3 before the job starts; the file count.
 
     Raises:
-        LocalError: the copy failed; the run folder still holds them.
+        LocalError: the download failed (nothing has started).
+    """
+    uri, mirror = plan.job.conditions.checkpoints_s3, plan.job.conditions.checkpoints
+    if uri is None or mirror is None:
+        return 0
+    # Only this job name's earlier runs used this copy, and each uploaded it (or said where its files are).
+    shutil.rmtree(mirror, ignore_errors=True)
+    mirror.mkdir(parents=True)
+    try:
+        return aws.download_prefix(uri, mirror)
+    except AwsError as exc:
+        raise LocalError(f"could not restore the checkpoints of {uri}: {exc.message}", exc.hint) from None
+
+
+def keep_checkpoints(plan: LocalPlan) -> None:
+    """The hosts' checkpoints into the checkpoint location, as SageMaker syncs them up (new and changed files;
+    nothing there is deleted); for an ``s3://`` location through this run's copy of it.
+
+    Raises:
+        LocalError: the copy or the upload failed; the run folder still holds them.
     """
     target = plan.job.conditions.checkpoints
     if target is None:
         return
     try:
         target.mkdir(parents=True, exist_ok=True)
-        _sync(_newest(_host_checkpoints(plan)), target)
+        changed = _sync(_newest(_host_checkpoints(plan)), target)
     except OSError as exc:
         raise LocalError(
             f"could not keep the job's checkpoints in {target}: {exc}",
             f"they are in {plan.run_dir} (algo-*/checkpoints); copy them from there",
+        ) from None
+    uri = plan.job.conditions.checkpoints_s3
+    if uri is None or not changed:
+        return
+    try:
+        aws.upload_files(target, changed, uri)
+    except AwsError as exc:
+        raise LocalError(
+            f"could not upload the job's checkpoints to {uri}: {exc.message}",
+            f"they are in {target}; once that is fixed: `aws s3 sync {target} {uri}`",
         ) from None
