@@ -183,7 +183,8 @@ def _check_contract(image: str, json: bool) -> None:
     def show(scenario: conformance.Scenario) -> None:
         if not json:
             mark = "[green]ok[/]  " if scenario.ok else "[red]FAIL[/]"
-            console.out.print(f"{mark} {scenario.name:<30} {scenario.seconds:5.1f}s  ", end="", highlight=False)
+            width = max(map(len, conformance.SCENARIOS))
+            console.out.print(f"{mark} {scenario.name:<{width}} {scenario.seconds:5.1f}s  ", end="", highlight=False)
             console.out.print(scenario.evidence, markup=False, highlight=False)
 
     if not json:
