@@ -9,6 +9,7 @@ import typer
 
 from smimg import build as build_lib
 from smimg import local as local_lib
+from smimg import resources
 from smimg.cli import console
 from smimg.cli.options import Json, SpecPath
 
@@ -38,6 +39,9 @@ Gpus = Annotated[
 ]
 Env = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable K=V for every host.")]
 JobName = Annotated[str | None, typer.Option("--job-name", help="TRAINING_JOB_NAME and compose project name.")]
+
+
+DEFAULT_API_PORT = 7171
 
 
 @app.command("run")
@@ -261,3 +265,32 @@ def shell_command(
     )
     plan = local_lib.plan_job(job, local_lib.default_run_dir(job).resolve())
     raise typer.Exit(local_lib.shell(plan))
+
+
+@app.command("api")
+def api_command(
+    port: Annotated[int, typer.Option("--port", help="The port on 127.0.0.1 (0: any free port).")] = DEFAULT_API_PORT,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Where jobs, their records and results are kept. Default: ~/.cache/smimg/api."),
+    ] = None,
+) -> None:
+    """A local SageMaker training API: unchanged launch code runs its job here, on this machine's Docker.
+
+    Point boto3 or the SageMaker SDK at it with `export AWS_ENDPOINT_URL=http://127.0.0.1:PORT`. CreateTrainingJob
+    runs the job with local mode (its image found locally, never pulled; S3 channels and the SDK's sourcedir.tar.gz
+    downloaded); DescribeTrainingJob shows the real lifecycle (Starting, Downloading, Training, Uploading; Completed,
+    Failed with FailureReason, Stopped, MaxRuntimeExceeded); each host's lines go to CloudWatch Logs as
+    /aws/sagemaker/TrainingJobs JOB/algo-N-EPOCH; the model lands in S3OutputPath/JOB/output/model.tar.gz. S3,
+    CloudWatch Logs and STS are served here too (moto, in this process): nothing reaches AWS.
+
+    Ctrl-C stops the jobs still running (SIGTERM, as StopTrainingJob) and waits for their clean-up.
+    """
+    from smimg.adapters.docker_engine import default_engine
+    from smimg.training_api.server import serve
+
+    def ready(endpoint: str) -> None:
+        console.err.print(f"local SageMaker training API on {endpoint}; in another terminal:")
+        console.out.print(f"export AWS_ENDPOINT_URL={endpoint}", markup=False)
+
+    serve((state or resources.cache_dir() / "api").resolve(), default_engine(), "127.0.0.1", port, ready)

@@ -41,6 +41,11 @@ class Conditions:
         return self.checkpoints_s3 or (str(self.checkpoints) if self.checkpoints else None)
 
 
+class Verbatim(str):
+    """A hyperparameter value as a CreateTrainingJob request carries it (already the text SageMaker writes into
+    hyperparameters.json): written unchanged, not JSON-encoded again."""
+
+
 @dataclass(frozen=True)
 class LocalJob:
     """What to run: an image, how many hosts, inputs (already local), hyperparameters, code and environment."""

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from smimg.errors import LocalError
-from smimg.local.job import LocalJob
+from smimg.local.job import LocalJob, Verbatim
 from smimg_entrypoint import contract
 
 MAX_INSTANCES = 32
@@ -118,7 +118,7 @@ def hyperparameters_json(job: LocalJob) -> dict[str, str]:
         # What the SDK's local mode sends for local code: the program and where the mounted code is.
         values[contract.HP_PROGRAM] = job.entry_point
         values[contract.HP_SUBMIT_DIRECTORY] = contract.opt_ml(contract.CODE_DIR)
-    return {key: json.dumps(value) for key, value in sorted(values.items())}
+    return {key: value if isinstance(value, Verbatim) else json.dumps(value) for key, value in sorted(values.items())}
 
 
 def _host(job: LocalJob, host: str, hosts: list[str], gpu_ids: tuple[str, ...]) -> HostPlan:

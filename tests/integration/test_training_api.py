@@ -1,0 +1,144 @@
+"""`smimg local api`: boto3 launch code, unchanged but for AWS_ENDPOINT_URL, runs real local jobs through it."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smimg.adapters.docker_engine import default_engine
+from tests.conftest import SMIMG
+
+pytestmark = pytest.mark.docker
+
+RESUME = Path(__file__).parent.parent / "fixtures" / "resume"
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    server = subprocess.Popen(
+        [*SMIMG, "local", "api", "--port", "0", "--state", str(tmp_path_factory.mktemp("api"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    assert line.startswith("export AWS_ENDPOINT_URL="), line + server.communicate(timeout=30)[1]
+    yield line.strip().split("=", 1)[1]
+    server.send_signal(signal.SIGINT)  # Ctrl-C: jobs still running are stopped, their hosts removed
+    _, err = server.communicate(timeout=200)
+    assert server.returncode == 130, err
+    assert not default_engine().sdk.containers.list(all=True, filters={"name": "smimg-api-"}), err
+
+
+def client(endpoint: str, service: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
+    )
+
+
+def request(name: str, image: str, bucket: str, steps: int, **extra: Any) -> dict[str, Any]:
+    repository, tag = image.split(":")
+    return {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {"TrainingImage": f"{ECR}/{repository}:{tag}", "TrainingInputMode": "File"},
+        "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
+        # As the SDK sends them: every value JSON-encoded.
+        "HyperParameters": {
+            "sagemaker_program": '"resume.py"',
+            "sagemaker_submit_directory": f'"s3://{bucket}/code/sourcedir.tar.gz"',
+            "steps": str(steps),
+        },
+        "Environment": {"SMIMG_LAUNCHER": "python"},
+        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/out"},
+        "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 10},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+        **extra,
+    }
+
+
+def upload_code(s3: Any, bucket: str) -> None:
+    s3.create_bucket(Bucket=bucket)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        tar.add(RESUME / "resume.py", arcname="resume.py")
+    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=archive.getvalue())
+
+
+def wait(sm: Any, name: str, until: set[str], timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = sm.describe_training_job(TrainingJobName=name)
+        if job["TrainingJobStatus"] in until or job["SecondaryStatus"] in until:
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+
+
+def test_a_boto3_job_runs_here_with_its_lifecycle_logs_and_model_in_s3(endpoint: str, job_image: str) -> None:
+    sm, s3, logs = (client(endpoint, service) for service in ("sagemaker", "s3", "logs"))
+    upload_code(s3, "launch")
+    arn = sm.create_training_job(**request("smimg-api-ok", job_image, "launch", 5))["TrainingJobArn"]
+    assert arn == "arn:aws:sagemaker:us-east-1:123456789012:training-job/smimg-api-ok"
+    job = wait(sm, "smimg-api-ok", {"Completed", "Failed", "Stopped"})
+
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    statuses = [t["Status"] for t in job["SecondaryStatusTransitions"]]
+    assert statuses == ["Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert job["TrainingTimeInSeconds"] >= 1 and job["TrainingEndTime"] >= job["TrainingStartTime"]
+    model = job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert model == "s3://launch/out/smimg-api-ok/output/model.tar.gz"
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket="launch", Key=model[12:])["Body"].read())) as tar:
+        assert sorted(tar.getnames()) == ["algo-1.json", "algo-2.json"]
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix="smimg-api-ok/")
+    names = sorted(s["logStreamName"] for s in streams["logStreams"])
+    assert [n.rsplit("-", 1)[0] for n in names] == ["smimg-api-ok/algo-1", "smimg-api-ok/algo-2"]
+    events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=names[1])["events"]
+    assert "DONE algo-2 step=5" in [e["message"] for e in events]
+    listed = sm.list_training_jobs()["TrainingJobSummaries"]
+    assert [(j["TrainingJobName"], j["TrainingJobStatus"]) for j in listed] == [("smimg-api-ok", "Completed")]
+
+
+def test_stop_training_job_stops_it_with_the_handlers_checkpoint_in_s3(endpoint: str, job_image: str) -> None:
+    sm, s3 = client(endpoint, "sagemaker"), client(endpoint, "s3")
+    upload_code(s3, "stopping")
+    checkpoints = {"CheckpointConfig": {"S3Uri": "s3://stopping/ckpt"}}
+    sm.create_training_job(**request("smimg-api-stop", job_image, "stopping", 100000, **checkpoints))
+    wait(sm, "smimg-api-stop", {"Training"})
+    time.sleep(8)  # into the script's steps
+    sm.stop_training_job(TrainingJobName="smimg-api-stop")
+    job = wait(sm, "smimg-api-stop", {"Stopped", "Failed", "Completed"})
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "Stopped"), job.get("FailureReason")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="stopping", Prefix="ckpt/")["Contents"])
+    assert keys == ["ckpt/algo-1.json", "ckpt/algo-2.json"]
+
+
+def test_what_the_api_refuses_it_refuses_with_sagemakers_errors(endpoint: str, job_image: str) -> None:
+    from botocore.exceptions import ClientError
+
+    sm = client(endpoint, "sagemaker")
+    with pytest.raises(ClientError) as bad_name:
+        sm.create_training_job(**request("bad_name", job_image, "b", 1))
+    assert bad_name.value.response["Error"]["Code"] == "ValidationException"
+    assert "at 'trainingJobName' failed to satisfy constraint" in bad_name.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as too_many:
+        hps = {f"k{i}": "1" for i in range(101)}
+        sm.create_training_job(**{**request("smimg-api-hps", job_image, "b", 1), "HyperParameters": hps})
+    assert too_many.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(ClientError) as duplicate:
+        sm.create_training_job(**request("smimg-api-ok", job_image, "launch", 5))
+    assert duplicate.value.response["Error"]["Code"] == "ResourceInUse"
+    with pytest.raises(ClientError) as missing:
+        sm.describe_training_job(TrainingJobName="smimg-api-none")
+    assert "Requested resource not found" in missing.value.response["Error"]["Message"]

@@ -1,0 +1,164 @@
+"""CreateTrainingJob, checked as the SageMaker API checks it, and turned into what a local run needs. Pure.
+
+Errors carry the API's own exception names and message shapes, so launch code sees here what it would see from
+SageMaker (``botocore`` already checks types, required members and minimum lengths on the client side; patterns,
+maximum lengths and counts are checked by the service, so here).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from smimg.local.job import MAX_HYPERPARAMETERS, MAX_KEY, MAX_VALUE
+from smimg.local.plan import MAX_INSTANCES
+from smimg_entrypoint import contract
+
+JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+CHANNEL_NAME = re.compile(r"^[A-Za-z0-9\.\-_]+$")
+ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+MAX_ENV = 100
+MAX_ENV_TEXT = 512
+MAX_CHANNELS = 20
+MAX_RUNTIME_LIMIT = 28 * 24 * 3600
+DEFAULT_MAX_RUNTIME = 24 * 3600
+REQUIRED = ("TrainingJobName", "AlgorithmSpecification", "RoleArn", "OutputDataConfig", "ResourceConfig")
+
+
+class ApiError(Exception):
+    """An error the API answers with: its exception name (``__type``), message and HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _invalid(value: object, member: str, constraint: str) -> ApiError:
+    shown = value if isinstance(value, (int, float)) else f"'{value}'"
+    return ApiError(
+        "ValidationException",
+        f"1 validation error detected: Value {shown} at '{member}' failed to satisfy constraint: {constraint}",
+    )
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a local run of one CreateTrainingJob request needs, every value as the request carried it."""
+
+    name: str
+    image: str
+    instances: int
+    instance_type: str
+    channels: tuple[tuple[str, str], ...]  # name, S3 URI (or a local path, file://)
+    hyperparameters: tuple[tuple[str, str], ...]  # verbatim, the reserved script-mode ones taken out
+    program: str | None  # sagemaker_program, decoded
+    submit_directory: str | None  # sagemaker_submit_directory, decoded: an s3:// sourcedir.tar.gz
+    env: tuple[tuple[str, str], ...]
+    output_path: str
+    max_run: int
+    network_isolation: bool
+    checkpoint_s3: str | None
+
+
+def plan_training(request: Mapping[str, Any]) -> TrainingPlan:
+    """Check a CreateTrainingJob request and plan its local run.
+
+    Raises:
+        ApiError: ValidationException naming the member and the constraint, as SageMaker words it.
+    """
+    for member in REQUIRED:
+        if member not in request:
+            raise ApiError("ValidationException", f"1 validation error detected: '{member}' is required")
+    name = str(request["TrainingJobName"])
+    if not JOB_NAME.match(name):
+        raise _invalid(name, "trainingJobName", f"Member must satisfy regular expression pattern: {JOB_NAME.pattern}")
+    resources = request["ResourceConfig"]
+    count = int(resources.get("InstanceCount", 1))
+    if not 1 <= count <= MAX_INSTANCES:
+        raise _invalid(count, "resourceConfig.instanceCount", f"Member must be between 1 and {MAX_INSTANCES} here")
+    hyperparameters = dict(request.get("HyperParameters") or {})
+    _check_hyperparameters(hyperparameters)
+    env = dict(request.get("Environment") or {})
+    _check_environment(env)
+    channels = tuple(_channel(c) for c in request.get("InputDataConfig") or ())
+    if len(channels) > MAX_CHANNELS:
+        raise _invalid(
+            len(channels), "inputDataConfig", f"Member must have length less than or equal to {MAX_CHANNELS}"
+        )
+    stopping = request.get("StoppingCondition") or {}
+    max_run = int(stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME))
+    if not 1 <= max_run <= MAX_RUNTIME_LIMIT:
+        raise _invalid(max_run, "stoppingCondition.maxRuntimeInSeconds", f"Member must be <= {MAX_RUNTIME_LIMIT}")
+    program = _decoded(hyperparameters.pop(contract.HP_PROGRAM, None))
+    submit = _decoded(hyperparameters.pop(contract.HP_SUBMIT_DIRECTORY, None))
+    return TrainingPlan(
+        name=name,
+        image=str(request["AlgorithmSpecification"]["TrainingImage"]),
+        instances=count,
+        instance_type=str(resources.get("InstanceType", "local")),
+        channels=channels,
+        hyperparameters=tuple(sorted(hyperparameters.items())),
+        program=program,
+        submit_directory=submit,
+        env=tuple(sorted(env.items())),
+        output_path=str(request["OutputDataConfig"]["S3OutputPath"]).rstrip("/"),
+        max_run=max_run,
+        network_isolation=bool(request.get("EnableNetworkIsolation", False)),
+        checkpoint_s3=(request.get("CheckpointConfig") or {}).get("S3Uri"),
+    )
+
+
+def _check_hyperparameters(values: Mapping[str, str]) -> None:
+    if len(values) > MAX_HYPERPARAMETERS:
+        raise _invalid(
+            f"map of {len(values)} entries",
+            "hyperParameters",
+            f"Map value must satisfy constraint: [Member must have length less than or equal to {MAX_HYPERPARAMETERS}]",
+        )
+    for key, value in values.items():
+        if len(key) > MAX_KEY:
+            raise _invalid(key, "hyperParameters", f"Map keys must have length less than or equal to {MAX_KEY}")
+        if len(str(value)) > MAX_VALUE:
+            raise _invalid(
+                f"value of {key}", "hyperParameters", f"Map values must have length less than or equal to {MAX_VALUE}"
+            )
+
+
+def _check_environment(values: Mapping[str, str]) -> None:
+    if len(values) > MAX_ENV:
+        raise _invalid(f"map of {len(values)} entries", "environment", f"Member must have length <= {MAX_ENV}")
+    for key, value in values.items():
+        if not ENV_KEY.match(key) or len(key) > MAX_ENV_TEXT:
+            raise _invalid(key, "environment", f"Map keys must satisfy regular expression pattern: {ENV_KEY.pattern}")
+        if len(str(value)) > MAX_ENV_TEXT:
+            raise _invalid(f"value of {key}", "environment", f"Map values must have length <= {MAX_ENV_TEXT}")
+
+
+def _channel(channel: Mapping[str, Any]) -> tuple[str, str]:
+    name = str(channel.get("ChannelName", ""))
+    if not CHANNEL_NAME.match(name) or len(name) > 64:
+        raise _invalid(
+            name,
+            "inputDataConfig.channelName",
+            f"Member must satisfy regular expression pattern: {CHANNEL_NAME.pattern}",
+        )
+    source = (channel.get("DataSource") or {}).get("S3DataSource") or {}
+    if "S3Uri" not in source:
+        raise ApiError("ValidationException", f"channel {name}: only S3DataSource channels run locally")
+    return name, str(source["S3Uri"])
+
+
+def _decoded(value: str | None) -> str | None:
+    """A script-mode hyperparameter as the SDK sends it (JSON-encoded), or as a boto3 user may (plain text)."""
+    if value is None:
+        return None
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return decoded if isinstance(decoded, str) else value

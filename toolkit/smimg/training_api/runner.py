@@ -1,0 +1,217 @@
+"""One training job of the local API, run to its end with smimg's local mode: image, channels and code resolved, the
+hosts' lines sent to CloudWatch Logs as SageMaker names its streams, the model uploaded, the record kept current."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tarfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from smimg import local, refs
+from smimg.adapters import aws
+from smimg.engine import Engine
+from smimg.errors import SmimgError
+from smimg.local import results
+from smimg.local.channels import resolve_channel
+from smimg.local.job import Conditions, LocalJob, Verbatim, check_conditions
+from smimg.training_api import store as records
+from smimg.training_api.plan import TrainingPlan
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+STOP_GRACE = 120.0  # StopTrainingJob: SIGTERM, then SIGKILL this much later
+_HOST_LINE = re.compile(r"^(algo-\d+)\s*\| ?(.*)$")
+
+
+class Run:
+    """A job's run; ``stop`` may come from another thread (StopTrainingJob)."""
+
+    def __init__(self, plan: TrainingPlan, store: records.Store, engine: Engine, folder: Path) -> None:
+        self.plan = plan
+        self.store = store
+        self.engine = engine
+        self.folder = folder
+        self.stopping = threading.Event()
+        self._local: local.LocalPlan | None = None
+
+    def stop(self) -> None:
+        """SIGTERM to every host now, SIGKILL after the grace, as StopTrainingJob does."""
+        self.stopping.set()
+        self.store.update(self.plan.name, TrainingJobStatus=records.STOPPING)
+        self._signal("SIGTERM")
+        threading.Timer(STOP_GRACE, self._signal, ("SIGKILL",)).start()
+
+    def _signal(self, signal: str) -> None:
+        planned = self._local
+        if planned is None:
+            return
+        for host in planned.hosts:
+            with contextlib.suppress(SmimgError):  # that host has ended already
+                self.engine.kill(planned.container(host.name), signal)
+
+    def __call__(self) -> None:
+        name = self.plan.name
+        try:
+            job = self._prepare()
+            if self.stopping.is_set():
+                self.store.finish(name, records.STOPPED, "Stopped")
+                return
+            self.store.secondary(name, "Training")
+            result = self._train(job)
+            self.store.secondary(name, "Uploading")
+            artifacts = self._upload(result)
+        except SmimgError as exc:
+            self.store.finish(name, records.FAILED, "Failed", exc.message)
+            return
+        finally:
+            shutil.rmtree(self.folder / "work", ignore_errors=True)
+        self._end(result, artifacts)
+
+    def _end(self, result: local.LocalResult, artifacts: str | None) -> None:
+        name = self.plan.name
+        if artifacts:
+            self.store.update(name, ModelArtifacts={"S3ModelArtifacts": artifacts})
+        if self.stopping.is_set():
+            self.store.finish(name, records.STOPPED, "Stopped")
+        elif result.ended_by == local.MAX_RUNTIME_EXCEEDED:
+            self.store.finish(name, records.STOPPED, "MaxRuntimeExceeded")
+        elif result.ok:
+            self.store.finish(name, records.COMPLETED, "Completed")
+        else:
+            failed = result.failed
+            reason = (failed.failure if failed else None) or f"{failed.name if failed else 'a host'} failed"
+            self.store.finish(name, records.FAILED, "Failed", reason)
+
+    def _prepare(self) -> LocalJob:
+        """Downloading: the image found locally, channels and the script-mode code fetched from S3."""
+        self.store.secondary(self.plan.name, "Downloading")
+        image = local_image(self.plan.image, self.engine)
+        work = self.folder / "work"
+        channels = tuple(
+            (name, resolve_channel(name, uri, self.folder / "channels")) for name, uri in self.plan.channels
+        )
+        source_dir = None
+        if self.plan.submit_directory and self.plan.submit_directory.startswith("s3://"):
+            source_dir = _code(self.plan.submit_directory, work / "code")
+        conditions = Conditions(
+            max_run=float(self.plan.max_run),
+            network_isolation=self.plan.network_isolation,
+            checkpoints_s3=self.plan.checkpoint_s3,
+        )
+        return LocalJob(
+            image=image,
+            instances=self.plan.instances,
+            channels=channels,
+            hyperparameters=tuple((k, Verbatim(v)) for k, v in self.plan.hyperparameters),
+            source_dir=source_dir,
+            entry_point=self.plan.program if source_dir else None,
+            env=self.plan.env,
+            name=self.plan.name,
+            conditions=check_conditions(conditions, self.plan.name),
+        )
+
+    def _train(self, job: LocalJob) -> local.LocalResult:
+        planned = local.plan_job(job, self.folder / "work" / "run")
+        self._local = planned
+        with CloudWatchLines(self.plan.name) as lines:
+            if self.stopping.is_set():
+                self._signal("SIGTERM")
+            return local.run(planned, output=self.folder / "output", engine=self.engine, on_line=lines)
+
+    def _upload(self, result: local.LocalResult) -> str | None:
+        """model.tar.gz and output.tar.gz to S3OutputPath/JOB/output/, as SageMaker puts them."""
+        prefix = f"{self.plan.output_path}/{self.plan.name}/output"
+        uploaded = None
+        for path in (result.model, result.output):
+            if path is not None and path.is_file():
+                aws.upload_files(path.parent, [path.name], prefix)
+                if path.name == results.MODEL:
+                    uploaded = f"{prefix}/{path.name}"
+        return uploaded
+
+
+def local_image(uri: str, engine: Engine) -> str:
+    """The local image an ECR (or any) URI names: the reference itself, else its repository:tag without the
+    registry, else a local image whose repository digest it is. Never pulled.
+
+    Raises:
+        SmimgError: no such local image, naming how to make one.
+    """
+    candidates = [uri]
+    try:
+        parsed = refs.ImageRef.parse(uri)
+    except refs.InvalidRef as exc:
+        raise SmimgError(f"AlgorithmSpecification.TrainingImage: {exc}", "pass an image URI") from None
+    if parsed.tag:
+        candidates.append(f"{parsed.path}:{parsed.tag}")
+    for candidate in candidates:
+        if engine.image(candidate) is not None:
+            return candidate
+    raise SmimgError(
+        f"AlgorithmSpecification.TrainingImage {uri}: no such image on this machine (the local API never pulls)",
+        f"build it (`smimg build`) or tag a local image as {candidates[-1]}",
+    )
+
+
+def _code(uri: str, into: Path) -> Path:
+    """sagemaker_submit_directory: the SDK's sourcedir.tar.gz, extracted."""
+    bucket, key = aws.split_s3_uri(uri)
+    into.mkdir(parents=True, exist_ok=True)
+    archive = into.parent / "sourcedir.tar.gz"
+    aws.download_file(aws.client("s3", None), bucket, key, archive)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+class CloudWatchLines:
+    """The hosts' lines into one log stream per host, ``JOB/algo-N-EPOCH`` in ``/aws/sagemaker/TrainingJobs``,
+    sent about every second (a stream appears when its host first writes, as on SageMaker)."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self.logs = aws.client("logs", None)
+        self.epoch = int(time.time())
+        self.pending: dict[str, list[dict[str, object]]] = defaultdict(list)
+        self.streams: set[str] = set()
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._flush_every_second, daemon=True)
+
+    def __enter__(self) -> CloudWatchLines:
+        exists = frozenset({"ResourceAlreadyExistsException"})
+        aws.call(self.logs.create_log_group, "create the log group", missing=exists, logGroupName=LOG_GROUP)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+        self.flush()
+
+    def __call__(self, line: str) -> None:
+        match = _HOST_LINE.match(line)
+        if match is None:
+            return  # smimg's own lines: not the containers'
+        with self.lock:
+            self.pending[match[1]].append({"timestamp": int(time.time() * 1000), "message": match[2]})
+
+    def _flush_every_second(self) -> None:
+        while not self.done.wait(1.0):
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            batches, self.pending = self.pending, defaultdict(list)
+        for host, events in batches.items():
+            stream = f"{self.job}/{host}-{self.epoch}"
+            if stream not in self.streams:
+                aws.call(self.logs.create_log_stream, "create a log stream", logGroupName=LOG_GROUP,
+                         logStreamName=stream, missing=frozenset({"ResourceAlreadyExistsException"}))  # fmt: skip
+                self.streams.add(stream)
+            aws.call(self.logs.put_log_events, "send log lines", logGroupName=LOG_GROUP, logStreamName=stream,
+                     logEvents=events)  # fmt: skip

@@ -1,0 +1,139 @@
+"""The local API's training jobs: one record per job, kept as JSON in the state folder so that finished jobs are
+still listed after a restart, and rendered as DescribeTrainingJob and ListTrainingJobs answer."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from smimg.training_api.plan import ApiError
+
+IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
+# What the secondary statuses say on SageMaker.
+MESSAGES = {
+    "Starting": "Preparing the instances for training",
+    "Downloading": "Downloading input data",
+    "Training": "Training image download completed. Training in progress.",
+    "Uploading": "Uploading generated training model",
+    "Completed": "Training job completed",
+    "Failed": "Training job failed",
+    "Stopping": "Stopping the training job",
+    "Stopped": "The training job was stopped",
+    "MaxRuntimeExceeded": "Training job exceeded its MaxRuntimeInSeconds and was stopped",
+}
+
+
+class Store:
+    """Job records by name; every change is written through to ``folder`` (one JSON file per job)."""
+
+    def __init__(self, folder: Path, region: str, account: str) -> None:
+        self.folder = folder
+        self.region = region
+        self.account = account
+        self._lock = threading.Lock()
+        self._jobs: dict[str, dict[str, Any]] = {}
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in sorted(folder.glob("*.json")):
+            record = json.loads(path.read_text())
+            if record["TrainingJobStatus"] in (IN_PROGRESS, STOPPING):
+                # Its containers went with the server that ran them.
+                _end(record, FAILED, "Failed", "the local SageMaker API stopped while the job ran")
+            self._jobs[record["TrainingJobName"]] = record
+
+    def arn(self, name: str) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{self.account}:training-job/{name.lower()}"
+
+    def create(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        name = str(request["TrainingJobName"])
+        with self._lock:
+            if name in self._jobs:
+                raise ApiError(
+                    "ResourceInUse",
+                    f"Training job names must be unique within an AWS account and region, "
+                    f"and a training job with this name already exists ({self.arn(name)})",
+                )
+            now = time.time()
+            record = {
+                **request,
+                "TrainingJobName": name,
+                "TrainingJobArn": self.arn(name),
+                "TrainingJobStatus": IN_PROGRESS,
+                "SecondaryStatus": "Starting",
+                "CreationTime": now,
+                "LastModifiedTime": now,
+                "SecondaryStatusTransitions": [_transition("Starting", now)],
+            }
+            self._jobs[name] = record
+            self._save(record)
+            return record
+
+    def get(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            if name not in self._jobs:
+                raise ApiError("ValidationException", f"Requested resource not found: training job {name}")
+            copy: dict[str, Any] = json.loads(json.dumps(self._jobs[name]))  # the caller may keep it
+            return copy
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._jobs, key=lambda n: self._jobs[n]["CreationTime"], reverse=True)
+
+    def secondary(self, name: str, status: str) -> None:
+        with self._lock:
+            record = self._jobs[name]
+            now = time.time()
+            if status == "Training":
+                record["TrainingStartTime"] = now
+            _close(record, now)
+            record["SecondaryStatus"] = status
+            record["SecondaryStatusTransitions"].append(_transition(status, now))
+            record["LastModifiedTime"] = now
+            self._save(record)
+
+    def update(self, name: str, **fields: Any) -> None:
+        with self._lock:
+            self._jobs[name].update(fields, LastModifiedTime=time.time())
+            self._save(self._jobs[name])
+
+    def finish(self, name: str, status: str, secondary: str, reason: str | None = None) -> None:
+        with self._lock:
+            _end(self._jobs[name], status, secondary, reason)
+            self._save(self._jobs[name])
+
+    def _save(self, record: Mapping[str, Any]) -> None:
+        path = self.folder / f"{record['TrainingJobName']}.json"
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(record, indent=1))
+        partial.replace(path)
+
+
+def _transition(status: str, at: float) -> dict[str, Any]:
+    return {"Status": status, "StartTime": at, "StatusMessage": MESSAGES.get(status, status)}
+
+
+def _close(record: dict[str, Any], at: float) -> None:
+    transitions = record["SecondaryStatusTransitions"]
+    if transitions and "EndTime" not in transitions[-1]:
+        transitions[-1]["EndTime"] = at
+
+
+def _end(record: dict[str, Any], status: str, secondary: str, reason: str | None) -> None:
+    now = time.time()
+    _close(record, now)
+    record["SecondaryStatusTransitions"].append({**_transition(secondary, now), "EndTime": now})
+    record.update(TrainingJobStatus=status, SecondaryStatus=secondary, TrainingEndTime=now, LastModifiedTime=now)
+    started = record.get("TrainingStartTime", now)
+    record["TrainingTimeInSeconds"] = record["BillableTimeInSeconds"] = max(1, round(now - started))
+    if reason:
+        record["FailureReason"] = reason[:1024]
+
+
+def summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A ListTrainingJobs entry."""
+    keys = ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingEndTime", "LastModifiedTime",
+            "TrainingJobStatus", "SecondaryStatus")  # fmt: skip
+    return {key: record[key] for key in keys if key in record}
