@@ -79,6 +79,7 @@ def test_an_s3_checkpoint_location_is_restored_into_every_host_and_updated_after
     s3.create_bucket(Bucket="ckpt")
     # What an earlier run (or the cloud) left: each host's step, and a file no host changes.
     seeded = {"run/algo-1.json": {"step": 50}, "run/algo-2.json": {"step": 40}, "run/notes/keep.json": {"k": 1}}
+    seeded["run-old/algo-1.json"] = {"step": 99}  # another location that shares the prefix's text: not restored
     for key, body in seeded.items():
         s3.put_object(Bucket="ckpt", Key=key, Body=json.dumps(body).encode())
     uploaded = {key: s3.head_object(Bucket="ckpt", Key=key)["LastModified"] for key in seeded}

@@ -45,6 +45,7 @@ def test_a_request_becomes_its_plan_with_hyperparameters_verbatim() -> None:
         hyperparameters=(("layers", "[1,2]"), ("lr", "0.1"), ("name", "plain text")),
         program="train.py",
         submit_directory="s3://b/c.tar.gz",
+        reserved=(("sagemaker_program", '"train.py"'), ("sagemaker_submit_directory", '"s3://b/c.tar.gz"')),
         env=(("WANDB_MODE", "offline"),),
         output_path="s3://b/out",
         max_run=3600,
@@ -68,6 +69,7 @@ def test_verbatim_values_reach_hyperparameters_json_unchanged() -> None:
         ({"HyperParameters": {"k": "v" * 2501}}, "Map values must have length less than or equal to 2500"),
         ({"ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 0}}, "at 'resourceConfig.instanceCount'"),
         ({"StoppingCondition": {"MaxRuntimeInSeconds": 30 * 24 * 3600}}, "stoppingCondition.maxRuntimeInSeconds"),
+        ({"AlgorithmSpecification": {"AlgorithmName": "xgboost"}}, "AlgorithmSpecification.TrainingImage is required"),
     ],
 )
 def test_what_sagemaker_refuses_is_refused_with_its_exception_and_wording(change: dict[str, Any], message: str) -> None:

@@ -116,6 +116,7 @@ def account_id(region: str) -> str:
 @contextlib.contextmanager
 def _mapped(method: Callable[..., Any], doing: str, missing: frozenset[str] = frozenset()) -> Iterator[None]:
     """Turns botocore's exceptions into ``AwsError``; swallows the error codes that mean "missing"."""
+    from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     try:
@@ -135,6 +136,10 @@ def _mapped(method: Callable[..., Any], doing: str, missing: frozenset[str] = fr
         raise AwsError(f"could not {doing}: {code}: {error.get('Message', exc)}", _hint(code)) from None
     except BotoCoreError as exc:
         raise AwsError(f"could not {doing}: {exc}", "check the region and your network") from None
+    except (S3TransferFailedError, S3UploadFailedError) as exc:  # boto3 transfers wrap the ClientError
+        raise AwsError(
+            f"could not {doing}: {exc}", "check the bucket and key (`aws s3 ls s3://BUCKET/PREFIX`)"
+        ) from None
 
 
 def _permission(method: Callable[..., Any]) -> str:

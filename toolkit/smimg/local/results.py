@@ -214,7 +214,7 @@ def fetch_checkpoints(plan: LocalPlan) -> int:
     shutil.rmtree(mirror, ignore_errors=True)
     mirror.mkdir(parents=True)
     try:
-        return aws.download_prefix(uri, mirror)
+        return aws.download_prefix(uri.rstrip("/") + "/", mirror)  # a folder: not s3://b/ckpt-old too
     except AwsError as exc:
         raise LocalError(f"could not restore the checkpoints of {uri}: {exc.message}", exc.hint) from None
 

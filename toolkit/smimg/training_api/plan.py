@@ -58,6 +58,7 @@ class TrainingPlan:
     hyperparameters: tuple[tuple[str, str], ...]  # verbatim, the reserved script-mode ones taken out
     program: str | None  # sagemaker_program, decoded
     submit_directory: str | None  # sagemaker_submit_directory, decoded: an s3:// sourcedir.tar.gz
+    reserved: tuple[tuple[str, str], ...]  # those two as sent, for an image whose code is baked in
     env: tuple[tuple[str, str], ...]
     output_path: str
     max_run: int
@@ -94,8 +95,13 @@ def plan_training(request: Mapping[str, Any]) -> TrainingPlan:
     max_run = int(stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME))
     if not 1 <= max_run <= MAX_RUNTIME_LIMIT:
         raise _invalid(max_run, "stoppingCondition.maxRuntimeInSeconds", f"Member must be <= {MAX_RUNTIME_LIMIT}")
-    program = _decoded(hyperparameters.pop(contract.HP_PROGRAM, None))
-    submit = _decoded(hyperparameters.pop(contract.HP_SUBMIT_DIRECTORY, None))
+    if "TrainingImage" not in request["AlgorithmSpecification"]:
+        raise ApiError("ValidationException", "AlgorithmSpecification.TrainingImage is required here (no algorithms)")
+    reserved = {
+        k: hyperparameters.pop(k) for k in (contract.HP_PROGRAM, contract.HP_SUBMIT_DIRECTORY) if k in hyperparameters
+    }
+    program = _decoded(reserved.get(contract.HP_PROGRAM))
+    submit = _decoded(reserved.get(contract.HP_SUBMIT_DIRECTORY))
     return TrainingPlan(
         name=name,
         image=str(request["AlgorithmSpecification"]["TrainingImage"]),
@@ -105,6 +111,7 @@ def plan_training(request: Mapping[str, Any]) -> TrainingPlan:
         hyperparameters=tuple(sorted(hyperparameters.items())),
         program=program,
         submit_directory=submit,
+        reserved=tuple(sorted(reserved.items())),
         env=tuple(sorted(env.items())),
         output_path=str(request["OutputDataConfig"]["S3OutputPath"]).rstrip("/"),
         max_run=max_run,

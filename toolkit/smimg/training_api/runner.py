@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import tarfile
 import threading
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from smimg import local, refs
 from smimg.adapters import aws
 from smimg.engine import Engine
-from smimg.errors import SmimgError
+from smimg.errors import AwsError, SmimgError
 from smimg.local import results
 from smimg.local.channels import resolve_channel
 from smimg.local.job import Conditions, LocalJob, Verbatim, check_conditions
@@ -40,10 +39,12 @@ class Run:
 
     def stop(self) -> None:
         """SIGTERM to every host now, SIGKILL after the grace, as StopTrainingJob does."""
+        self.store.mark_stopping(self.plan.name)
         self.stopping.set()
-        self.store.update(self.plan.name, TrainingJobStatus=records.STOPPING)
         self._signal("SIGTERM")
-        threading.Timer(STOP_GRACE, self._signal, ("SIGKILL",)).start()
+        kill = threading.Timer(STOP_GRACE, self._signal, ("SIGKILL",))
+        kill.daemon = True  # a run that ended needs no SIGKILL; the timer must not hold the process
+        kill.start()
 
     def _signal(self, signal: str) -> None:
         planned = self._local
@@ -67,8 +68,9 @@ class Run:
         except SmimgError as exc:
             self.store.finish(name, records.FAILED, "Failed", exc.message)
             return
-        finally:
-            shutil.rmtree(self.folder / "work", ignore_errors=True)
+        except Exception as exc:
+            self.store.finish(name, records.FAILED, "Failed", f"InternalServerError: {type(exc).__name__}: {exc}")
+            return
         self._end(result, artifacts)
 
     def _end(self, result: local.LocalResult, artifacts: str | None) -> None:
@@ -102,11 +104,14 @@ class Run:
             network_isolation=self.plan.network_isolation,
             checkpoints_s3=self.plan.checkpoint_s3,
         )
+        hyperparameters = tuple((k, Verbatim(v)) for k, v in self.plan.hyperparameters)
+        if source_dir is None:  # the code is in the image: the reserved values go to it as sent
+            hyperparameters += tuple((k, Verbatim(v)) for k, v in self.plan.reserved)
         return LocalJob(
             image=image,
             instances=self.plan.instances,
             channels=channels,
-            hyperparameters=tuple((k, Verbatim(v)) for k, v in self.plan.hyperparameters),
+            hyperparameters=tuple(sorted(hyperparameters)),
             source_dir=source_dir,
             entry_point=self.plan.program if source_dir else None,
             env=self.plan.env,
@@ -198,15 +203,21 @@ class CloudWatchLines:
         if match is None:
             return  # smimg's own lines: not the containers'
         with self.lock:
-            self.pending[match[1]].append({"timestamp": int(time.time() * 1000), "message": match[2]})
+            # CloudWatch refuses an empty message; an empty line is still a line of the host's log.
+            self.pending[match[1]].append({"timestamp": int(time.time() * 1000), "message": match[2] or " "})
 
     def _flush_every_second(self) -> None:
         while not self.done.wait(1.0):
             self.flush()
 
     def flush(self) -> None:
+        """Send what the hosts wrote since the last flush; a failure to send loses those lines, never the job."""
         with self.lock:
             batches, self.pending = self.pending, defaultdict(list)
+        with contextlib.suppress(AwsError):
+            self._send(batches)
+
+    def _send(self, batches: dict[str, list[dict[str, object]]]) -> None:
         for host, events in batches.items():
             stream = f"{self.job}/{host}-{self.epoch}"
             if stream not in self.streams:

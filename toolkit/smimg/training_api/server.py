@@ -5,6 +5,7 @@ call (S3, CloudWatch Logs, STS) with moto's in-process services, so that launch 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -35,13 +36,15 @@ class TrainingApi:
         self.store = records.Store(state / "jobs", region, LOCAL_ACCOUNT)
         self.runs: dict[str, Run] = {}
         self.threads: list[threading.Thread] = []
+        self.closing = False
 
     def shutdown(self) -> None:
         """Stop every job still running (SIGTERM, as StopTrainingJob) and wait for each to clean up its hosts."""
-        for name, run in self.runs.items():
-            if self.store.get(name)["TrainingJobStatus"] == records.IN_PROGRESS:
+        self.closing = True
+        for run in list(self.runs.values()):
+            with contextlib.suppress(ApiError):  # ended already
                 run.stop()
-        for thread in self.threads:
+        for thread in list(self.threads):
             thread.join()
 
     def call(self, operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,6 +54,8 @@ class TrainingApi:
         return handler(body)  # type: ignore[no-any-return]
 
     def _CreateTrainingJob(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        if self.closing:
+            raise ApiError("ServiceUnavailable", "the local SageMaker API is shutting down", 503)
         plan = planner.plan_training(body)
         record = self.store.create(body)
         run = Run(plan, self.store, self.engine, self.state / "runs" / plan.name)
@@ -73,12 +78,7 @@ class TrainingApi:
 
     def _StopTrainingJob(self, body: Mapping[str, Any]) -> dict[str, Any]:
         name = str(body.get("TrainingJobName", ""))
-        record = self.store.get(name)
-        if record["TrainingJobStatus"] != records.IN_PROGRESS:
-            raise ApiError(
-                "ValidationException", f"The request was rejected because the training job is in status "
-                f"{record['TrainingJobStatus']}."
-            )  # fmt: skip
+        self.store.get(name)  # ValidationException when there is no such job
         self.runs[name].stop()
         return {}
 
@@ -100,6 +100,8 @@ class Dispatcher:
             status, answer = 200, self.api.call(target.removeprefix(TARGET_PREFIX), body)
         except ApiError as exc:
             status, answer = exc.status, {"__type": exc.code, "message": exc.message}
+        except Exception as exc:
+            status, answer = 500, {"__type": "InternalFailure", "message": f"{type(exc).__name__}: {exc}"}
         payload = json.dumps(answer).encode()
         start_response(
             f"{status} {'OK' if status == 200 else 'Bad Request'}",
@@ -131,6 +133,7 @@ def serve(state: Path, engine: Engine, host: str, port: int, on_ready: Callable[
     app = make_app(state, engine, region)
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
+
     try:
         server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     except OSError as exc:

@@ -94,6 +94,22 @@ class Store:
             record["LastModifiedTime"] = now
             self._save(record)
 
+    def mark_stopping(self, name: str) -> None:
+        """StopTrainingJob's first step, only for a job still in progress.
+
+        Raises:
+            ApiError: the job has ended (or is stopping) already.
+        """
+        with self._lock:
+            record = self._jobs[name]
+            if record["TrainingJobStatus"] != IN_PROGRESS:
+                raise ApiError(
+                    "ValidationException",
+                    f"The request was rejected because the training job is in status {record['TrainingJobStatus']}.",
+                )
+            record.update(TrainingJobStatus=STOPPING, LastModifiedTime=time.time())
+            self._save(record)
+
     def update(self, name: str, **fields: Any) -> None:
         with self._lock:
             self._jobs[name].update(fields, LastModifiedTime=time.time())
