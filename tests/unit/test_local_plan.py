@@ -174,9 +174,9 @@ def test_an_s3_checkpoint_location_is_named_in_checkpointconfig_and_copied_throu
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    folder, uri = local.checkpoint_location("s3://my-bucket/jobs/ckpt")
+    folder, uri = local.checkpoints_option("s3://my-bucket/jobs/ckpt")
     assert (folder, uri) == (None, "s3://my-bucket/jobs/ckpt")
-    assert local.checkpoint_location("./ckpt") == (Path("ckpt"), None)
+    assert local.checkpoints_option("./ckpt") == (Path("ckpt"), None)
     conditions = local_job.check_conditions(local.Conditions(checkpoints_s3=uri), "ck")
     assert conditions.checkpoints is not None and conditions.checkpoints.parent == tmp_path / "cache/smimg/checkpoints"
     assert conditions.checkpoint_location == uri

@@ -76,3 +76,40 @@ def test_what_sagemaker_refuses_is_refused_with_its_exception_and_wording(change
     with pytest.raises(ApiError) as caught:
         plan_training({**REQUEST, **change})
     assert caught.value.code == "ValidationException" and message in caught.value.message
+
+
+def test_after_a_restart_a_running_job_is_failed_and_a_stop_of_it_is_refused_as_sagemaker_refuses(
+    tmp_path: Path,
+) -> None:
+    from smimg.training_api.server import TrainingApi
+    from tests.fakes import FakeEngine
+
+    first = TrainingApi(tmp_path, FakeEngine(), "us-east-1")
+    first.store.create(REQUEST)  # the server went before its run began
+    restarted = TrainingApi(tmp_path, FakeEngine(), "us-east-1")
+    job = restarted.call("DescribeTrainingJob", {"TrainingJobName": "bert-1"})
+    assert (job["TrainingJobStatus"], job["FailureReason"]) == (
+        "Failed",
+        "the local SageMaker API stopped while the job ran",
+    )
+    assert [j["TrainingJobName"] for j in restarted.call("ListTrainingJobs", {})["TrainingJobSummaries"]] == ["bert-1"]
+    with pytest.raises(ApiError) as caught:
+        restarted.call("StopTrainingJob", {"TrainingJobName": "bert-1"})
+    assert caught.value.code == "ValidationException" and "in status Failed" in caught.value.message
+
+
+def test_a_state_that_is_a_file_or_a_port_in_use_is_named_with_the_fix(tmp_path: Path) -> None:
+    import socket
+
+    from smimg.errors import LocalError
+    from smimg.training_api.server import serve
+    from tests.fakes import FakeEngine
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LocalError, match=r"cannot keep jobs in --state .*/file: Not a directory") as caught:
+        serve(tmp_path / "file", FakeEngine(), "127.0.0.1", 0, print)
+    assert caught.value.hint == "pass a folder you can write"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(LocalError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            serve(tmp_path / "state", FakeEngine(), "127.0.0.1", port, print)

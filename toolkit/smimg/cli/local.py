@@ -123,7 +123,7 @@ def run_command(
 
     Example: `smimg local run -n 2 --spot-interrupt-after 60 --checkpoints ./ckpt`
     """
-    checkpoint_folder, checkpoints_s3 = local_lib.checkpoint_location(checkpoints)
+    checkpoint_folder, checkpoints_s3 = local_lib.checkpoints_option(checkpoints)
     job = local_lib.make_job(
         build_lib.default_image(image, spec),
         instances=instances,

@@ -20,7 +20,7 @@ from smimg.local.execute import (
 from smimg.local.job import (
     Conditions,
     LocalJob,
-    checkpoint_location,
+    checkpoints_option,
     default_run_dir,
     hyperparameter_value,
     load_hyperparameters,
@@ -41,7 +41,7 @@ __all__ = [
     "LocalResult",
     "RunningJob",
     "available_gpus",
-    "checkpoint_location",
+    "checkpoints_option",
     "default_run_dir",
     "hyperparameter_value",
     "load_hyperparameters",

@@ -187,7 +187,7 @@ def make_job(
     )
 
 
-def checkpoint_location(value: str | None) -> tuple[Path | None, str | None]:
+def checkpoints_option(value: str | None) -> tuple[Path | None, str | None]:
     """``--checkpoints`` as typed (a folder, or an ``s3://`` URI as CheckpointConfig.S3Uri takes) as Conditions'
     ``checkpoints`` and ``checkpoints_s3``."""
     if value is None:

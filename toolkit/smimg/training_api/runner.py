@@ -65,11 +65,9 @@ class Run:
             result = self._train(job)
             self.store.secondary(name, "Uploading")
             artifacts = self._upload(result)
-        except SmimgError as exc:
-            self.store.finish(name, records.FAILED, "Failed", exc.message)
-            return
-        except Exception as exc:
-            self.store.finish(name, records.FAILED, "Failed", f"InternalServerError: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a job must end, never stay InProgress behind a dead thread
+            reason = exc.message if isinstance(exc, SmimgError) else f"InternalServerError: {type(exc).__name__}: {exc}"
+            self.store.finish(name, records.FAILED, "Failed", reason)
             return
         self._end(result, artifacts)
 
@@ -123,8 +121,6 @@ class Run:
         planned = local.plan_job(job, self.folder / "work" / "run")
         self._local = planned
         with CloudWatchLines(self.plan.name) as lines:
-            if self.stopping.is_set():
-                self._signal("SIGTERM")
             return local.run(planned, output=self.folder / "output", engine=self.engine, on_line=lines)
 
     def _upload(self, result: local.LocalResult) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -79,7 +80,11 @@ class TrainingApi:
     def _StopTrainingJob(self, body: Mapping[str, Any]) -> dict[str, Any]:
         name = str(body.get("TrainingJobName", ""))
         self.store.get(name)  # ValidationException when there is no such job
-        self.runs[name].stop()
+        run = self.runs.get(name)
+        if run is None:  # an earlier server's job: it has ended, which mark_stopping answers as SageMaker does
+            self.store.mark_stopping(name)
+        else:
+            run.stop()
         return {}
 
 
@@ -130,16 +135,22 @@ def serve(state: Path, engine: Engine, host: str, port: int, on_ready: Callable[
     """Answer on ``host:port`` until interrupted. The process's own AWS calls (S3 downloads and uploads, logs) go
     to this endpoint: nothing reaches AWS."""
     region = os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    app = make_app(state, engine, region)
+    try:
+        app = make_app(state, engine, region)
+    except OSError as exc:
+        raise LocalError(
+            f"cannot keep jobs in --state {state}: {exc.strerror}", "pass a folder you can write"
+        ) from None
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
 
-    try:
-        server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    try:  # werkzeug reports a taken port itself and exits; asked first, the answer is ours
+        socket.create_server((host, port)).close()
     except OSError as exc:
         raise LocalError(
             f"cannot listen on {host}:{port}: {exc.strerror}", "pick another --port (0: any free)"
         ) from None
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     endpoint = f"http://{host}:{server.server_port}"
     for variable in [v for v in os.environ if v.startswith("AWS_ENDPOINT_URL_")]:
         del os.environ[variable]  # a service's own endpoint would send this process's calls elsewhere
