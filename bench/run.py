@@ -27,7 +27,6 @@ from typing import Any
 
 from smimg import build
 from smimg import ship as push
-from smimg.adapters import compose
 from smimg.adapters.docker_engine import default_engine
 from smimg.build import standin
 from smimg.spec import load_spec
@@ -333,8 +332,13 @@ def machine() -> str:
     return (
         f"{platform.machine()}, {cpus} CPUs, {memory:.0f} GiB, {platform.system()} {platform.release()}; "
         f"Docker engine {engine['Version']}, builder {default_engine().builder().kind.value}; "
-        f"compose {compose.find_compose().version}; Python {platform.python_version()}"
+        f"compose {_compose_version()} (for SDK local mode); Python {platform.python_version()}"
     )
+
+
+def _compose_version() -> str:
+    proc = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "not installed"
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """In-memory stand-ins for the engine port, the runner and a registry, to test executors' logic without Docker.
 
 They do what the real adapters do at the level the executors see: images by reference, containers that end with a
-scripted exit code after a scripted number of polls, pushes that answer with scripted progress messages, and a
-runner that records argv and can play a compose project into the fake engine.
+scripted exit code after a scripted number of polls (as ``scripted`` says, once started), pushes that answer with
+scripted progress messages, and a runner that records argv.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from smimg.adapters.runner import Completed, Runner
-from smimg.engine import Builder, BuilderKind, ContainerState, Image
+from smimg.engine import Builder, BuilderKind, ContainerSpec, ContainerState, Image
 from smimg.errors import CommandError, DockerUnavailable
 
 
@@ -50,6 +50,9 @@ class FakeEngine:
     lost: bool = False  # the engine went away: every call raises DockerUnavailable
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     clock: int = 0
+    scripted: dict[str, FakeContainer] = field(default_factory=dict)  # what a started container of the name does
+    on_start: Callable[[str], None] | None = None  # e.g. write the files the container would write
+    created: dict[str, ContainerSpec] = field(default_factory=dict)
 
     def _call(self, *record: Any) -> None:
         if self.lost:
@@ -91,7 +94,34 @@ class FakeEngine:
         return name in self.networks
 
     def container_exists(self, name: str) -> bool:
-        return name in self.containers
+        return name in self.containers or name in self.created
+
+    def create_network(self, name: str, *, internal: bool) -> None:
+        self._call("create_network", name, internal)
+        self.networks.add(name)
+
+    def create_container(self, spec: ContainerSpec) -> None:
+        self._call("create_container", spec.name)
+        self.created[spec.name] = spec
+
+    def start(self, name: str) -> None:
+        self._call("start", name)
+        self.containers[name] = self.scripted.get(name, FakeContainer())
+        if self.on_start is not None:
+            self.on_start(name)
+
+    def attach(self, name: str) -> int:
+        self._call("attach", name)
+        return 0
+
+    def remove_container(self, name: str) -> None:
+        self._call("remove_container", name)
+        self.containers.pop(name, None)
+        self.created.pop(name, None)
+
+    def remove_network(self, name: str) -> None:
+        self._call("remove_network", name)
+        self.networks.discard(name)
 
     def container_state(self, name: str) -> ContainerState:
         self._call("state", name)
@@ -114,7 +144,7 @@ class FakeEngine:
 
 
 class FakeRunner(Runner):
-    """Records every command; ``on_stream`` may act on one (e.g. compose up creating containers) or raise."""
+    """Records every command; ``on_stream`` may act on one or raise."""
 
     def __init__(self, on_stream: Callable[[Sequence[str]], None] | None = None) -> None:
         self.commands: list[tuple[str, ...]] = []

@@ -1,4 +1,4 @@
-"""`smimg local run` with real containers on the stand-in, through compose v1 and v2, and under the SageMaker SDK."""
+"""`smimg local run` with real containers on the stand-in, and the same image under the SageMaker SDK."""
 
 from __future__ import annotations
 
@@ -39,11 +39,7 @@ def leftovers(project: str) -> list[str]:
     return containers + [n.name for n in client.networks.list(names=[project])]
 
 
-@pytest.mark.parametrize("compose", ["v1", "v2"])
-def test_two_hosts_all_reduce_read_a_channel_and_ship_the_model(
-    compose: str, image: str, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SMIMG_COMPOSE", compose)
+def test_two_hosts_all_reduce_read_a_channel_and_ship_the_model(image: str, data: Path, tmp_path: Path) -> None:
     lines: list[str] = []
     job = local.make_job(image, instances=2, inputs=[f"train={data}"], hyperparameters=["note=hi there"])
     plan = local.plan_job(job, tmp_path / "run")
@@ -89,6 +85,15 @@ def test_a_failing_rank_fails_the_command_with_its_reason_and_leaves_nothing(
     assert not (tmp_path / "out" / "model.tar.gz").exists()
     assert (tmp_path / "out" / "output.tar.gz").exists()
     assert leftovers(name) == []
+
+
+def test_a_shell_gets_algo_1s_tree_and_leaves_nothing(image: str, data: Path) -> None:
+    commands = "cat /opt/ml/input/config/resourceconfig.json; ls /opt/ml/input/data/train; echo $TRAINING_JOB_NAME\n"
+    cli = smimg_cli("local", "shell", image, "-n", "2", "--input", f"train={data}", stdin=commands + "exit 3\n")
+    assert cli.returncode == 3, cli.stderr
+    assert '"current_host": "algo-1"' in cli.stdout and "data.txt" in cli.stdout, cli.stdout
+    name = cli.stdout.strip().splitlines()[-1]
+    assert name.startswith("smimg-local-") and leftovers(name) == []
 
 
 def test_compose_only_writes_the_per_host_tree(image: str, data: Path, tmp_path: Path) -> None:
@@ -138,6 +143,13 @@ def test_compose_only_writes_the_per_host_tree(image: str, data: Path, tmp_path:
         assert list(json.loads((config / "inputdataconfig.json").read_text())) == ["train"]
         assert (run / name / "input" / "data" / "train").is_dir() and (run / name / "model").is_dir()
     assert leftovers("compose-only") == []
+    # The file is for running the job by hand: compose itself accepts it.
+    check = subprocess.run(
+        ["docker", "compose", "--file", str(run / "docker-compose.yaml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
 
 
 @pytest.fixture

@@ -68,10 +68,10 @@ def test_a_local_job_round_trips_into_the_entrypoints_launch_plan(tmp_path: Path
     assert (code_choice.directory, code_choice.entry_point) == (str(paths.code), "train.py")
     assert json.loads(launch.env["SM_CHANNELS"]) == ["eval", "train"]
     assert launch.env["SM_CHANNEL_TRAIN"] == str(paths.data / "train")
-    service = plan.compose["services"]["algo-2"]
-    mounts = {volume["target"] for volume in service["volumes"]}
+    container = plan.containers[1]
+    mounts = {mount.target for mount in container.mounts}
     assert {str(Path(contract.OPT_ML) / contract.DATA_DIR / name) for name in ("train", "eval")} <= mounts
-    assert service["command"] == contract.TRAIN_COMMAND
+    assert container.command == (contract.TRAIN_COMMAND,)
 
 
 def test_the_dev_install_and_the_image_agree_on_console_scripts() -> None:

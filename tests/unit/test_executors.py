@@ -7,7 +7,6 @@ import fcntl
 import json
 import os
 import tarfile
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,13 +18,12 @@ import smimg.local.results as local_results
 import smimg.ship.execute as push_executor
 from smimg import build, local, ship
 from smimg.adapters import registry
-from smimg.adapters.compose import Compose
 from smimg.build.explain import explain_failure
-from smimg.engine import Image
-from smimg.errors import BuildError, CommandError, DockerUnavailable, LocalError, PushError, RegistryAuthError
+from smimg.engine import ContainerState, Image
+from smimg.errors import BuildError, DockerUnavailable, LocalError, PushError, RegistryAuthError
 from smimg.spec import PushSpec, load_spec
 from smimg_entrypoint import contract
-from tests.fakes import FakeContainer, FakeEngine, FakeRegistry, FakeRunner
+from tests.fakes import FakeContainer, FakeEngine, FakeRegistry
 
 IMAGE_ID = "sha256:" + "1" * 64
 DIGEST = "sha256:" + "d" * 64
@@ -168,34 +166,27 @@ def test_build_reuses_an_existing_content_tag_and_explains_a_failed_one(tmp_path
 
 def local_job(
     tmp_path: Path, containers: dict[str, FakeContainer], writes: dict[str, str] | None = None
-) -> tuple[local.LocalPlan, FakeEngine, FakeRunner]:
-    """A job whose fake `compose up` starts ``containers`` and writes ``writes`` (path in the run folder → text)
-    as the containers would; `compose down` removes the project's containers and network."""
+) -> tuple[local.LocalPlan, FakeEngine]:
+    """A job whose hosts, once started, do what ``containers`` script; the first start writes ``writes`` (path in
+    the run folder → text) as the containers would."""
     engine = FakeEngine(images={"job:1": Image(IMAGE_ID)})
     job = local.LocalJob(image="job:1", instances=len(containers), name="fake-job")
     plan = local.plan_job(job, tmp_path / "run")
+    engine.scripted = {plan.container(host): c for host, c in containers.items()}
 
-    def compose_acts(argv: Sequence[str]) -> None:
-        if "up" in argv:
-            engine.containers.update({plan.container(host): c for host, c in containers.items()})
-            engine.networks.add(plan.network)
+    def write(name: str) -> None:
+        if name == plan.containers[0].name:
             for relative, text in (writes or {}).items():
                 (plan.run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
                 (plan.run_dir / relative).write_text(text)
-        if "down" in argv:
-            for host in plan.hosts:
-                engine.containers.pop(plan.container(host.name), None)
-            engine.networks.discard(plan.network)
 
-    return plan, engine, FakeRunner(compose_acts)
+    engine.on_start = write
+    return plan, engine
 
 
-def compose(runner: FakeRunner) -> Compose:
-    return Compose(("docker", "compose"), "2", runner)
-
-
-def compose_verbs(runner: FakeRunner) -> list[str]:
-    return [argv[6] for argv in runner.commands]  # docker compose --project-name P --file F VERB
+def verbs(engine: FakeEngine) -> list[str]:
+    """The job's network created (up) and removed (down), in order."""
+    return [{"create_network": "up", "remove_network": "down"}[c[0]] for c in engine.calls if "network" in c[0]]
 
 
 def test_the_first_failure_stops_the_other_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,12 +194,10 @@ def test_the_first_failure_stops_the_other_hosts(tmp_path: Path, monkeypatch: py
     # Left alone, algo-1 and algo-3 would succeed after 20 polls: only the stop makes them 143.
     hosts = {"algo-1": FakeContainer(polls=20), "algo-2": FakeContainer(exit_code=3, polls=2)}
     hosts["algo-3"] = FakeContainer(polls=20)
-    plan, engine, runner = local_job(
+    plan, engine = local_job(
         tmp_path, hosts, {f"algo-2/{contract.FAILURE_FILE}": "ValueError: rank 3 was told to fail"}
     )
-    result = local.run(
-        plan, output=tmp_path / "out", keep=True, engine=engine, compose=Compose(("docker", "compose"), "2", runner)
-    )
+    result = local.run(plan, output=tmp_path / "out", keep=True, engine=engine)
     assert [(h.name, h.exit_code, h.stopped) for h in result.hosts] == [
         ("algo-1", 143, True),
         ("algo-2", 3, False),
@@ -218,57 +207,68 @@ def test_the_first_failure_stops_the_other_hosts(tmp_path: Path, monkeypatch: py
     assert result.failed.failure == "ValueError: rank 3 was told to fail"
     assert sorted(c[1] for c in engine.calls if c[0] == "stop") == ["fake-job-algo-1", "fake-job-algo-3"]
     assert result.model is None and (tmp_path / "out" / "output.tar.gz").is_file()
-    assert compose_verbs(runner) == ["up", "down"]
+    assert verbs(engine) == ["up", "down"]
 
 
 def test_success_packages_the_merged_model(tmp_path: Path) -> None:
     writes = {"algo-1/model/a.bin": "algo-1", "algo-2/model/b.bin": "algo-2"}
-    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer(), "algo-2": FakeContainer(polls=3)}, writes)
-    result = local.run(
-        plan, output=tmp_path / "out", engine=engine, compose=Compose(("docker", "compose"), "2", runner)
-    )
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer(), "algo-2": FakeContainer(polls=3)}, writes)
+    result = local.run(plan, output=tmp_path / "out", engine=engine)
     assert result.ok and result.model is not None
     with tarfile.open(result.model) as archive:
         assert sorted(archive.getnames()) == ["a.bin", "b.bin"]
-    assert compose_verbs(runner) == ["up", "down"] and not plan.run_dir.exists()
+    assert verbs(engine) == ["up", "down"] and not plan.run_dir.exists()
 
 
 @pytest.mark.parametrize("fault", [KeyboardInterrupt(), DockerUnavailable("lost the connection to the Docker engine")])
 def test_every_exit_path_cleans_up(tmp_path: Path, fault: BaseException) -> None:
-    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer(polls=10**6)})
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer(polls=10**6)})
+    state = engine.container_state
+    faults = [fault]
 
-    def broken(name: str) -> None:
-        raise fault
+    def broken(name: str) -> ContainerState:  # the fault strikes while the job runs, once
+        if faults:
+            raise faults.pop()
+        return state(name)
 
-    engine.container_state = broken  # type: ignore[assignment,method-assign]
+    engine.container_state = broken  # type: ignore[method-assign]
     with pytest.raises(type(fault)):
-        local.run(plan, output=tmp_path / "out", engine=engine, compose=Compose(("docker", "compose"), "2", runner))
-    assert compose_verbs(runner) == ["up", "down"]
-    assert not plan.run_dir.exists()
+        local.run(plan, output=tmp_path / "out", engine=engine)
+    assert verbs(engine) == ["up", "down"]
+    # The host still running got SIGTERM and time to save its work, then was removed.
+    assert [c for c in engine.calls if c[0] in {"kill", "remove_container"}] == [
+        ("kill", "fake-job-algo-1", "SIGTERM"),
+        ("remove_container", "fake-job-algo-1"),
+    ]
+    assert not plan.run_dir.exists() and not engine.containers
 
 
 def test_an_interrupt_after_the_hosts_finished_keeps_the_unpackaged_model(tmp_path: Path) -> None:
-    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer(polls=10**6)}, {"algo-1/model/m.bin": "w"})
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer(polls=10**6)}, {"algo-1/model/m.bin": "w"})
+    state, interrupts = engine.container_state, [KeyboardInterrupt()]
 
-    def interrupted(name: str) -> None:
-        raise KeyboardInterrupt
+    def interrupted(name: str) -> ContainerState:
+        if interrupts:
+            raise interrupts.pop()
+        return state(name)
 
-    engine.container_state = interrupted  # type: ignore[assignment,method-assign]
+    engine.container_state = interrupted  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
-        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
+        local.run(plan, output=tmp_path / "out", engine=engine)
     assert (plan.run_dir / "algo-1" / "model" / "m.bin").read_text() == "w"
+    assert (tmp_path / "out" / "output.tar.gz").is_file() and not (tmp_path / "out" / "model.tar.gz").exists()
 
 
 def test_a_rerun_clears_what_an_interrupted_run_of_its_name_left_and_keeps_its_results(tmp_path: Path) -> None:
-    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()}, {"algo-1/model/new.bin": "new"})
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer()}, {"algo-1/model/new.bin": "new"})
     # What a run killed mid-way leaves: a stopped container, the network, a run folder with a checkpoint.
     engine.containers[plan.container("algo-1")] = FakeContainer(polls=0)
     engine.networks.add(plan.network)
     local.write_run_dir(plan)
     (plan.run_dir / "algo-1" / "checkpoints" / "step-9.pt").write_text("old")
     lines: list[str] = []
-    result = local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner), on_line=lines.append)
-    assert result.ok and compose_verbs(runner) == ["down", "up", "down"]
+    result = local.run(plan, output=tmp_path / "out", engine=engine, on_line=lines.append)
+    assert result.ok and verbs(engine) == ["down", "up", "down"]
     [kept] = [p for p in tmp_path.iterdir() if p.name.startswith("run.")]
     assert (kept / "algo-1" / "checkpoints" / "step-9.pt").read_text() == "old"
     assert any(str(kept) in line for line in lines) and not plan.run_dir.exists()
@@ -277,29 +277,29 @@ def test_a_rerun_clears_what_an_interrupted_run_of_its_name_left_and_keeps_its_r
 
 
 def test_a_running_container_of_the_name_or_a_live_run_is_refused_before_anything_starts(tmp_path: Path) -> None:
-    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()})
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer()})
     engine.containers[plan.container("algo-1")] = FakeContainer(polls=10**6)
     with pytest.raises(LocalError, match="running outside smimg's control: fake-job-algo-1"):
-        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
-    assert runner.commands == [] and not plan.run_dir.exists()
+        local.run(plan, output=tmp_path / "out", engine=engine)
+    assert verbs(engine) == [] and not plan.run_dir.exists()
     del engine.containers[plan.container("algo-1")]
     with local_executor.job_lock(plan), pytest.raises(LocalError, match="already running here"):
-        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
-    assert runner.commands == []
+        local.run(plan, output=tmp_path / "out", engine=engine)
+    assert verbs(engine) == []
 
 
 def test_a_run_folder_smimg_did_not_make_is_refused_never_removed(tmp_path: Path) -> None:
-    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()})
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer()})
     plan.run_dir.mkdir()
     (plan.run_dir / "thesis.tex").write_text("years of work")
     with pytest.raises(LocalError, match="is not one smimg made"):
-        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
-    assert (plan.run_dir / "thesis.tex").read_text() == "years of work" and runner.commands == []
+        local.run(plan, output=tmp_path / "out", engine=engine)
+    assert (plan.run_dir / "thesis.tex").read_text() == "years of work" and verbs(engine) == []
 
 
 @pytest.mark.parametrize("blocker", ["file", "parent-file", "earlier-results"])
 def test_a_bad_output_is_refused_before_the_job_starts(tmp_path: Path, blocker: str) -> None:
-    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()})
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer()})
     output = {"file": tmp_path / "f", "parent-file": tmp_path / "f" / "out", "earlier-results": tmp_path / "old"}[
         blocker
     ]
@@ -309,38 +309,37 @@ def test_a_bad_output_is_refused_before_the_job_starts(tmp_path: Path, blocker: 
     else:
         (tmp_path / "f").write_text("a file")
     with pytest.raises(LocalError, match="--output"):
-        local.run(plan, output=output, engine=engine, compose=compose(runner))
-    assert runner.commands == [] and not plan.run_dir.exists()
+        local.run(plan, output=output, engine=engine)
+    assert verbs(engine) == [] and not plan.run_dir.exists()
 
 
 def test_results_that_cannot_be_written_keep_the_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plan, engine, runner = local_job(tmp_path, {"algo-1": FakeContainer()}, {"algo-1/model/m.bin": "weights"})
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer()}, {"algo-1/model/m.bin": "weights"})
 
     def full_disk(*_: object) -> Path:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(local_results, "_merged_tar", full_disk)
     with pytest.raises(LocalError, match=f"kept in {plan.run_dir}"):
-        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
+        local.run(plan, output=tmp_path / "out", engine=engine)
     assert (plan.run_dir / "algo-1" / "model" / "m.bin").read_text() == "weights"
-    assert compose_verbs(runner) == ["up", "down"]
+    assert verbs(engine) == ["up", "down"]
 
 
 def test_a_lost_engine_names_what_is_left_and_the_command_that_removes_it(tmp_path: Path) -> None:
-    plan, engine, started = local_job(tmp_path, {"algo-1": FakeContainer(polls=10**6)}, {"algo-1/output/data/m": "1"})
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer(polls=10**6)}, {"algo-1/output/data/m": "1"})
+    started = engine.on_start
+    assert started is not None
 
-    def lose_engine(argv: Sequence[str]) -> None:
-        if "up" in argv:
-            assert started.on_stream is not None
-            started.on_stream(argv)
-            engine.lost = True
-        if "down" in argv:
-            raise CommandError(list(argv), 1, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock")
+    def lose_engine(name: str) -> None:
+        started(name)
+        engine.lost = True
 
+    engine.on_start = lose_engine
     with pytest.raises(LocalError) as caught:
-        local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(FakeRunner(lose_engine)))
+        local.run(plan, output=tmp_path / "out", engine=engine)
     assert "the Docker engine stopped answering" in caught.value.message
-    assert "Cannot connect to the Docker daemon" in caught.value.message
+    assert "lost the connection to the Docker engine" in caught.value.message
     assert "docker rm -f fake-job-algo-1 && docker network rm fake-job" in caught.value.hint
     with tarfile.open(tmp_path / "out" / "output.tar.gz") as archive:
         assert "data/m" in archive.getnames()  # results saved although the engine is gone
@@ -355,11 +354,9 @@ def test_the_root_cause_is_the_host_that_blames_no_peer() -> None:
 
 def test_max_run_signals_every_host_then_kills_and_the_job_is_stopped(tmp_path: Path) -> None:
     # Neither host would end by itself: only the timed stop's SIGTERM (a kill) ends them.
-    plan, engine, runner = local_job(
-        tmp_path, {"algo-1": FakeContainer(polls=10**6), "algo-2": FakeContainer(polls=10**6)}
-    )
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer(polls=10**6), "algo-2": FakeContainer(polls=10**6)})
     plan = local.plan_job(replace(plan.job, conditions=local.Conditions(max_run=0.3, stop_grace=5)), plan.run_dir)
-    result = local.run(plan, output=tmp_path / "out", engine=engine, compose=compose(runner))
+    result = local.run(plan, output=tmp_path / "out", engine=engine)
     assert (result.status, result.ended_by, result.ok) == ("Stopped", "MaxRuntimeExceeded", False)
     kills = [call for call in engine.calls if call[0] == "kill"]
     assert kills == [("kill", plan.container("algo-1"), "SIGTERM"), ("kill", plan.container("algo-2"), "SIGTERM")]
@@ -408,9 +405,9 @@ def test_a_host_failing_before_the_run_limit_is_a_failure_not_a_stop(
 ) -> None:
     monkeypatch.setattr(local_executor, "STOP_GRACE", 1.0)
     hosts = {"algo-1": FakeContainer(polls=10**6), "algo-2": FakeContainer(exit_code=1, polls=2)}
-    plan, engine, runner = local_job(tmp_path, hosts)
+    plan, engine = local_job(tmp_path, hosts)
     plan = local.plan_job(replace(plan.job, conditions=local.Conditions(max_run=0.5, stop_grace=5)), plan.run_dir)
-    result = local.run(plan, output=tmp_path / "out", keep=True, engine=engine, compose=compose(runner))
+    result = local.run(plan, output=tmp_path / "out", keep=True, engine=engine)
     assert (result.status, result.ended_by) == ("Failed", None)
     assert not [call for call in engine.calls if call[0] == "kill"]  # the failure path stopped algo-1, not --max-run
     assert result.model is None

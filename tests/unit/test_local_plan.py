@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from smimg import local
+from smimg.engine import ContainerSpec, Mount
 from smimg.errors import LocalError
 from smimg.local import job as local_job
 
@@ -29,12 +31,31 @@ def test_two_gpu_hosts_with_a_channel_code_and_hyperparameters() -> None:
     )
     plan = local.plan_job(job, RUN, available_gpus=["0", "1", "2", "3"])
     assert plan.project == "job-1"
-    assert plan.compose["networks"] == {"default": {"name": "job-1"}}
-    assert plan.compose["services"]["algo-2"] == {
+    assert plan.containers[1] == ContainerSpec(
+        name="job-1-algo-2",
+        image="smimg-test/job:abc",
+        hostname="algo-2",
+        network="job-1",
+        aliases=("algo-2",),
+        command=("train",),
+        environment=(("TRAINING_JOB_NAME", "Job-1"), ("WANDB_MODE", "offline")),
+        mounts=(
+            Mount("/runs/job-1/algo-2", "/opt/ml", read_only=False),
+            Mount("/data/train", "/opt/ml/input/data/train"),
+            Mount("/src", "/opt/ml/code"),
+        ),
+        shm_size="8g",
+        gpu_ids=("2", "3"),
+    )
+    assert not plan.internal
+    # The same containers as a compose file, to read or run by hand.
+    compose = yaml.safe_load(plan.compose_yaml())
+    assert compose["networks"] == {"default": {"name": "job-1"}}
+    assert compose["services"]["algo-2"] == {
         "image": "smimg-test/job:abc",
         "container_name": "job-1-algo-2",
         "hostname": "algo-2",
-        "command": "train",
+        "command": ["train"],
         "shm_size": "8g",
         "environment": {"TRAINING_JOB_NAME": "Job-1", "WANDB_MODE": "offline"},
         "volumes": [
@@ -132,13 +153,13 @@ def test_hyperparameter_values_and_file(tmp_path: Path) -> None:
 def test_network_isolation_is_an_internal_network_with_a_resolver_that_fails_fast(tmp_path: Path) -> None:
     job = local.LocalJob(image="job:1", instances=2, name="iso", conditions=local.Conditions(network_isolation=True))
     plan = local.plan_job(job, tmp_path / "run")
-    assert plan.compose["networks"]["default"] == {"name": "iso", "internal": True}
-    resolver = {"type": "bind", "source": str(tmp_path / "run" / "resolv.conf"), "target": "/etc/resolv.conf"}
-    for service in plan.compose["services"].values():
-        assert {k: v for k, v in service["volumes"][-1].items() if k in resolver} == resolver
+    assert plan.internal
+    assert yaml.safe_load(plan.compose_yaml())["networks"]["default"] == {"name": "iso", "internal": True}
+    for container in plan.containers:
+        assert container.mounts[-1] == Mount(str(tmp_path / "run" / "resolv.conf"), "/etc/resolv.conf")
     assert plan.files == (("resolv.conf", "nameserver 127.0.0.11\noptions ndots:0 timeout:1 attempts:1\n"),)
     plain = local.plan_job(local.LocalJob(image="job:1", name="plain"), tmp_path / "plain")
-    assert plain.compose["networks"]["default"] == {"name": "plain"} and plain.files == ()
+    assert not plain.internal and plain.files == ()
 
 
 def test_a_checkpoint_location_writes_checkpointconfig_as_sagemaker_does(tmp_path: Path) -> None:

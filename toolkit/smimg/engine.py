@@ -90,6 +90,34 @@ class ContainerState:
         return self.status in {"exited", "dead"}
 
 
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount: a host path as a path inside the container (a ':' or ',' in it is part of the path)."""
+
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """A container to create on a network, where its ``aliases`` resolve to it."""
+
+    name: str
+    image: str
+    hostname: str
+    network: str
+    aliases: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None  # None: the image's
+    environment: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    shm_size: str | None = None
+    gpu_ids: tuple[str, ...] = ()  # NVIDIA devices given to it
+    interactive: bool = False  # stdin kept open, for a shell
+    tty: bool = False  # a terminal, when the shell's stdin is one
+
+
 class Engine(Protocol):
     """What smimg asks of a container engine. Failures raise ``SmimgError`` subclasses, never engine types."""
 
@@ -118,6 +146,24 @@ class Engine(Protocol):
         """Run a throw-away container of ``ref`` to its end; its output (``CommandError`` when it fails)."""
 
     def network_exists(self, name: str) -> bool: ...
+
+    def create_network(self, name: str, *, internal: bool) -> None:
+        """A bridge network; ``internal``: its containers reach each other and nothing else."""
+
+    def create_container(self, spec: ContainerSpec) -> None:
+        """Create, not start (``LocalError`` naming the container and the engine's reason)."""
+
+    def start(self, name: str) -> None:
+        """Start a created container (``LocalError`` naming it and the engine's reason)."""
+
+    def attach(self, name: str) -> int:
+        """Start a created interactive container on this terminal; its exit code once it ends."""
+
+    def remove_container(self, name: str) -> None:
+        """Remove a container, killing it if it runs; one that is gone is no error."""
+
+    def remove_network(self, name: str) -> None:
+        """Remove a network; one that is gone is no error."""
 
     def container_exists(self, name: str) -> bool: ...
 

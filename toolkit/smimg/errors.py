@@ -91,4 +91,4 @@ class RegistryAuthError(PushError):
 
 
 class LocalError(SmimgError):
-    """A local job cannot start (bad input, missing compose, a clash) or failed on one of its hosts."""
+    """A local job cannot start (bad input, a clash, an engine's refusal) or failed on one of its hosts."""

@@ -1,1 +1,1 @@
-"""Adapters: the only modules that talk to other programs and services (Docker, compose, AWS, registries)."""
+"""Adapters: the only modules that talk to other programs and services (Docker, AWS, registries)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smimg.adapters.runner import Runner
-from smimg.engine import Builder, BuilderKind, ContainerState, Image
+from smimg.engine import Builder, BuilderKind, ContainerSpec, ContainerState, Image
 from smimg.errors import CommandError, DockerUnavailable, LocalError
 from smimg.refs import ImageRef
 
@@ -156,6 +156,68 @@ class DockerEngine:
     def network_exists(self, name: str) -> bool:
         return bool(self._sdk_call(lambda: self.sdk.networks.list(names=[name])))
 
+    def create_network(self, name: str, *, internal: bool) -> None:
+        self._engine_call(f"create network {name}", lambda: self.sdk.networks.create(name, internal=internal))
+
+    def create_container(self, spec: ContainerSpec) -> None:
+        import docker.types
+
+        # The Mount API, not "Binds" strings: there a ':' in a path is a separator, and a missing folder would be
+        # created empty rather than refused.
+        mounts = [docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts]
+        gpus = [docker.types.DeviceRequest(device_ids=list(spec.gpu_ids), capabilities=[["gpu"]])]
+        endpoint = docker.types.EndpointConfig(self.sdk.api.api_version, aliases=list(spec.aliases))
+        self._engine_call(
+            f"create container {spec.name}",
+            lambda: self.sdk.containers.create(
+                spec.image,
+                command=list(spec.command),
+                entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+                name=spec.name,
+                hostname=spec.hostname,
+                environment=dict(spec.environment),
+                mounts=mounts,
+                shm_size=spec.shm_size,
+                device_requests=gpus if spec.gpu_ids else None,
+                network=spec.network,
+                networking_config={spec.network: endpoint},
+                tty=spec.tty,
+                stdin_open=spec.interactive,
+            ),
+        )
+
+    def start(self, name: str) -> None:
+        self._engine_call(f"start container {name}", lambda: self.sdk.api.start(name))
+
+    def attach(self, name: str) -> int:
+        return self.runner.interactive([self.builder().client, "start", "--attach", "--interactive", name])
+
+    def remove_container(self, name: str) -> None:
+        try:
+            self._engine_call(f"remove container {name}", lambda: self.sdk.api.remove_container(name, force=True))
+        except _Gone:
+            return
+
+    def remove_network(self, name: str) -> None:
+        try:
+            self._engine_call(f"remove network {name}", lambda: self.sdk.api.remove_network(name))
+        except _Gone:
+            return
+
+    def _engine_call(self, doing: str, call: Callable[[], Any]) -> Any:
+        """An SDK call whose refusal is the user's to act on: ``LocalError`` with the engine's words."""
+        import docker.errors
+
+        try:
+            return self._sdk_call(call)
+        except docker.errors.NotFound as exc:
+            raise _Gone(doing, str(exc.explanation or exc)) from None
+        except docker.errors.APIError as exc:
+            raise LocalError(
+                f"the Docker engine could not {doing}: {exc.explanation or exc}",
+                "the engine's reason names what to change; `docker info` shows the engine's state",
+            ) from None
+
     def container_exists(self, name: str) -> bool:
         import docker.errors
 
@@ -216,6 +278,13 @@ class DockerEngine:
             return call()
         except requests.exceptions.ConnectionError as exc:
             raise DockerUnavailable(f"lost the connection to the Docker engine ({exc})", INSTALL_HINT) from None
+
+
+class _Gone(LocalError):
+    """The container or network is not there (the engine's 404)."""
+
+    def __init__(self, doing: str, reason: str) -> None:
+        super().__init__(f"the Docker engine could not {doing}: {reason}", "")
 
 
 @functools.cache

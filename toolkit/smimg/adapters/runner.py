@@ -1,6 +1,6 @@
 """The one way smimg runs another program: logged, never through a shell, failures as ``CommandError``.
 
-Every subprocess (docker CLI builds, compose, debootstrap, pip, nvidia-smi) goes through a ``Runner``, so tests
+Every subprocess (docker CLI builds, debootstrap, pip, nvidia-smi) goes through a ``Runner``, so tests
 can hand executors a fake one and a user's values are never interpreted by a shell.
 """
 

@@ -38,7 +38,9 @@ Gpus = Annotated[
     str | None, typer.Option("--gpus", help="all, or a total count; split into equal disjoint per-host slices.")
 ]
 Env = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable K=V for every host.")]
-JobName = Annotated[str | None, typer.Option("--job-name", help="TRAINING_JOB_NAME and compose project name.")]
+JobName = Annotated[
+    str | None, typer.Option("--job-name", help="TRAINING_JOB_NAME, and the prefix of its containers' names.")
+]
 
 
 DEFAULT_API_PORT = 7171
@@ -65,7 +67,10 @@ def run_command(
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the run folder (per-host /opt/ml trees).")] = False,
     compose_only: Annotated[
-        bool, typer.Option("--compose-only", help="Write the run folder and compose file, then stop.")
+        bool,
+        typer.Option(
+            "--compose-only", help="Write the run folder (each host's /opt/ml tree, the job's compose file), then stop."
+        ),
     ] = False,
     max_run: Annotated[
         float | None,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from smimg.ship import PASSWORD_ENV
-from smimg.spec import LoadedSpec, find_spec_file, load_spec
+
+if TYPE_CHECKING:
+    from smimg.spec import LoadedSpec
 
 SpecPath = Annotated[
     Path | None,
@@ -46,11 +48,15 @@ PasswordStdin = Annotated[
 def load(
     spec: Path | None, *, base: str | None = None, name: str | None = None, accelerate: str | None = None
 ) -> LoadedSpec:
+    from smimg.spec import load_spec  # pydantic: loaded by the commands that read a spec, not by every start
+
     return load_spec(spec, {"base.image": base, "name": name, "accelerate": accelerate})
 
 
 def load_optional(spec: Path | None, *, required: bool) -> LoadedSpec | None:
     """The spec when one is named or in the current folder; None when neither and the command can do without."""
+    from smimg.spec import find_spec_file, load_spec
+
     if spec is None and not required and find_spec_file(Path.cwd()) is None:
         return None
     return load_spec(spec)

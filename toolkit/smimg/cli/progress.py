@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
@@ -13,7 +14,9 @@ from rich.status import Status
 from smimg import ship
 from smimg.cli import console
 from smimg.cli.console import err
-from smimg.ship import LayerEvent
+
+if TYPE_CHECKING:
+    from smimg.ship import LayerEvent
 
 _STEP = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
 _STATE = re.compile(r"^#(\d+) (DONE [0-9.]+s|CACHED|ERROR.*)$")

@@ -1,6 +1,6 @@
-"""Local mode: a multi-node SageMaker training job on this machine, as a compose project of ``algo-1..N``.
+"""Local mode: a multi-node SageMaker training job on this machine, as containers ``algo-1..N`` on one network.
 
-``job`` (inputs → ``LocalJob``) → ``plan`` (pure: ``LocalPlan`` with every /opt/ml file and the compose project)
+``job`` (inputs → ``LocalJob``) → ``plan`` (pure: ``LocalPlan`` with every /opt/ml file and container)
 → ``run`` (executor). ``from smimg import local``: ``local.run(local.plan_job(local.make_job(ref, instances=2),
 run_dir), output=...)``.
 """

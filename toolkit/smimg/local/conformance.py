@@ -109,7 +109,7 @@ def check_contract(
 
     Raises:
         ImageNotFound: no such local image.
-        LocalError: a scenario's job could not start (compose missing, engine lost).
+        LocalError: a scenario's job could not start (the engine refused or was lost).
     """
     engine = engine or default_engine()
     images.require(image, "to check", "build or pull it first", engine)

@@ -1,6 +1,6 @@
 """Local mode's executor: run a ``LocalPlan`` to its end and always clean up.
 
-Start the containers through compose, interleave their logs with a host prefix, stop the rest when one fails,
+Create the job's network and containers, interleave their logs with a host prefix, stop the rest when one fails,
 judge every container's exit code, package ``model.tar.gz`` and ``output.tar.gz`` as SageMaker does, and remove
 containers and network whatever happens. Docker is reached only through the engine port.
 """
@@ -8,6 +8,7 @@ containers and network whatever happens. Docker is reached only through the engi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import sys
 import threading
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from smimg import images, interrupts
-from smimg.adapters.compose import Compose, find_compose
 from smimg.adapters.docker_engine import default_engine
 from smimg.adapters.runner import Runner
 from smimg.engine import ContainerState, Engine
@@ -28,6 +28,7 @@ from smimg.local.plan import LocalPlan
 from smimg_entrypoint import contract
 
 STOP_GRACE = 15.0  # the entrypoints' own fate sharing usually ends the other hosts well within this
+DOWN_GRACE = 10.0  # hosts still running at the clean-up (a Ctrl-C) get SIGTERM and this long to save their work
 
 
 def available_gpus(runner: Runner | None = None) -> list[str]:
@@ -39,7 +40,7 @@ def available_gpus(runner: Runner | None = None) -> list[str]:
 
 
 def write_run_dir(plan: LocalPlan) -> None:
-    """Write the compose file and every host's /opt/ml tree."""
+    """Write the compose file (the job's containers, to read or run by hand) and every host's /opt/ml tree."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     plan.compose_file.write_text(plan.compose_yaml())
     for relative, content in plan.files:
@@ -134,18 +135,17 @@ class LocalResult:
         }
 
 
-def prepare(plan: LocalPlan, engine: Engine, compose: Compose | None, say: Callable[[str], None]) -> Compose:
+def prepare(plan: LocalPlan, engine: Engine, say: Callable[[str], None]) -> None:
     """Check what a run needs before anything starts, clear an earlier run's leftovers, write the run folder.
 
     Call it holding the job's lock (``job_lock``): then a container or network of this name is no live job's.
 
     Raises:
         ImageNotFound: the image is not local.
-        LocalError: no compose; a container of this name runs (started outside this machine's smimg runs), or
-            the run folder is not one smimg made.
+        LocalError: a container of this name runs (started outside this machine's smimg runs), or the run folder
+            is not one smimg made.
     """
     images.require(plan.job.image, "to run", "build it with `smimg build` (local mode never pulls)", engine)
-    tool = compose or find_compose()
     existing = [plan.container(h.name) for h in plan.hosts if engine.container_exists(plan.container(h.name))]
     running = [name for name in existing if not _stopped(engine, name)]
     if running:
@@ -157,12 +157,39 @@ def prepare(plan: LocalPlan, engine: Engine, compose: Compose | None, say: Calla
     write_run_dir(plan)
     if existing or engine.network_exists(plan.network):
         say(f"smimg: removing what an earlier run of {plan.job.name} left behind")
-        tool.down(plan.project, plan.compose_file)
-    return tool
+        _down(plan, engine)
+
+
+def _up(plan: LocalPlan, engine: Engine) -> None:
+    """Create the job's network and every host, then start them (as on SageMaker, no host waits for another)."""
+    engine.create_network(plan.network, internal=plan.internal)
+    for container in plan.containers:
+        engine.create_container(container)
+    for container in plan.containers:
+        engine.start(container.name)
+
+
+def _down(plan: LocalPlan, engine: Engine) -> None:
+    """Remove the job's containers and network. Hosts still running get SIGTERM and ``DOWN_GRACE`` seconds, all
+    at once, to end as a stopped job ends (saving checkpoints), before they are killed."""
+    names = [c.name for c in plan.containers if engine.container_exists(c.name)]
+    running = [name for name in names if not _stopped(engine, name)]
+    for name in running:
+        engine.kill(name, "SIGTERM")
+    deadline = time.monotonic() + DOWN_GRACE
+    while running and time.monotonic() < deadline:
+        time.sleep(0.1)
+        running = [name for name in running if not _stopped(engine, name)]
+    for name in names:
+        engine.remove_container(name)
+    engine.remove_network(plan.network)
 
 
 def _stopped(engine: Engine, container: str) -> bool:
-    return engine.container_state(container).status not in {"running", "restarting", "paused"}
+    try:
+        return engine.container_state(container).status not in {"running", "restarting", "paused"}
+    except LocalError:  # gone
+        return True
 
 
 def _set_aside_run_dir(plan: LocalPlan, say: Callable[[str], None]) -> None:
@@ -198,7 +225,6 @@ def run(
     output: Path,
     keep: bool = False,
     engine: Engine | None = None,
-    compose: Compose | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> LocalResult:
     """Run a planned job to the end, then save its results to ``output``, however it ends.
@@ -218,17 +244,17 @@ def run(
         if plan.job.conditions.checkpoints_s3:
             fetched = results.fetch_checkpoints(plan)
             say(f"smimg: {fetched} checkpoint file(s) from {plan.job.conditions.checkpoints_s3}")
-        tool = prepare(plan, engine, compose, say)
+        prepare(plan, engine, say)
         started = time.monotonic()
         attempts: list[Attempt] = []
         try:
-            attempts = _attempts(plan, tool, engine, say, started)
+            attempts = _attempts(plan, engine, say, started)
         finally:
             with interrupts.shielded(lambda _signum: say(_CLEANING)):
                 last = attempts[-1] if attempts else None
                 # SageMaker uploads the model of a job it stopped at its run limit: the stop's grace is for saving it.
                 finished = last is not None and (last.ended_by == MAX_RUNTIME_EXCEEDED or _all_ok(last.hosts))
-                saved = _finish(plan, tool, output, success=finished)
+                saved = _finish(plan, engine, output, success=finished)
                 if sys.exc_info()[1] is not None:
                     say(f"smimg: containers and network removed; the job's output is saved in {output}")
                 # A model is packaged only on success: after a failure or an interrupt it lives only in the run
@@ -254,16 +280,14 @@ def _all_ok(hosts: Sequence[HostResult]) -> bool:
     return bool(hosts) and all(h.exit_code == 0 for h in hosts)
 
 
-def _attempts(
-    plan: LocalPlan, tool: Compose, engine: Engine, say: Callable[[str], None], started: float
-) -> list[Attempt]:
+def _attempts(plan: LocalPlan, engine: Engine, say: Callable[[str], None], started: float) -> list[Attempt]:
     """The job's first start and, after a rehearsed spot reclaim, its restart on fresh containers with the
     checkpoints restored (from ``--checkpoints``; without it the restart begins from nothing, as on SageMaker
     without a CheckpointConfig)."""
     conditions = plan.job.conditions
     limit = started + conditions.max_run if conditions.max_run else None
     spot = started + conditions.spot_interrupt_after if conditions.spot_interrupt_after else None
-    first = _attempt(plan, tool, engine, say, _timed_stop(spot, limit, conditions.stop_grace))
+    first = _attempt(plan, engine, say, _timed_stop(spot, limit, conditions.stop_grace))
     if first.ended_by != INTERRUPTED:
         if spot is not None and first.ended_by is None:
             say(f"smimg: the job ended before the spot interruption at {conditions.spot_interrupt_after:g}s")
@@ -271,7 +295,7 @@ def _attempts(
     if limit is not None and time.monotonic() >= limit:
         say(f"smimg: the job's --max-run of {conditions.max_run:g}s has passed: no restart, as on SageMaker")
         return [first]
-    tool.down(plan.project, plan.compose_file)  # the reclaimed instances are gone, and their disks with them
+    _down(plan, engine)  # the reclaimed instances are gone, and their disks with them
     results.keep_checkpoints(plan)
     # Set aside, not deleted: files the containers wrote as root may not be removable here, and the first
     # attempt's trees help to debug a resume.
@@ -288,7 +312,7 @@ def _attempts(
             else ", with no checkpoints"
         )
     )
-    return [first, _attempt(plan, tool, engine, say, _timed_stop(None, limit, conditions.stop_grace))]
+    return [first, _attempt(plan, engine, say, _timed_stop(None, limit, conditions.stop_grace))]
 
 
 def _timed_stop(spot: float | None, limit: float | None, grace: float) -> TimedStop | None:
@@ -299,13 +323,11 @@ def _timed_stop(spot: float | None, limit: float | None, grace: float) -> TimedS
     return None
 
 
-def _attempt(
-    plan: LocalPlan, tool: Compose, engine: Engine, say: Callable[[str], None], stop: TimedStop | None
-) -> Attempt:
+def _attempt(plan: LocalPlan, engine: Engine, say: Callable[[str], None], stop: TimedStop | None) -> Attempt:
     """Start every host (the checkpoints restored into each), supervise them to their end."""
     restored = results.restore_checkpoints(plan)
     started = time.monotonic()
-    tool.up(plan.project, plan.compose_file)
+    _up(plan, engine)
     supervised = supervise(plan, engine, say, stop=stop)
     signalled = supervised.signalled_at
     return Attempt(
@@ -323,8 +345,8 @@ _CLEANING = (
 )
 
 
-def _finish(plan: LocalPlan, tool: Compose, output: Path, *, success: bool) -> results.Saved:
-    """Remove the compose project, then save results even when the removal failed (the files are on this host).
+def _finish(plan: LocalPlan, engine: Engine, output: Path, *, success: bool) -> results.Saved:
+    """Remove the containers and network, then save results even when the removal failed (the files are on this host).
 
     Raises:
         LocalError: the removal failed (naming what is left and the command that removes it), or the results
@@ -332,9 +354,9 @@ def _finish(plan: LocalPlan, tool: Compose, output: Path, *, success: bool) -> r
     """
     cause = sys.exc_info()[1]
     try:
-        tool.down(plan.project, plan.compose_file)
+        _down(plan, engine)
         removal_error = None
-    except LocalError as exc:
+    except SmimgError as exc:  # the engine refused, or is gone
         removal_error = exc
     try:
         results.keep_checkpoints(plan)
@@ -363,21 +385,27 @@ def _removal_command(plan: LocalPlan, containers: Sequence[str]) -> str:
     return f"docker rm -f {' '.join(containers)} && docker network rm {plan.network}"
 
 
-def _follow_logs(plan: LocalPlan, engine: Engine, say: Callable[[str], None], width: int) -> list[threading.Thread]:
-    """One thread per host prints its container's lines as ``algo-2 | ...``, host names padded to ``width``."""
+def _follow_logs(
+    plan: LocalPlan, engine: Engine, say: Callable[[str], None], width: int, closed: threading.Event
+) -> list[threading.Thread]:
+    """One thread per host prints its container's lines as ``algo-2 | ...``, host names padded to ``width``; each
+    sets ``closed`` when its stream ends, which is when its container ends."""
     lock = threading.Lock()
 
     def follow(name: str) -> None:
         pending = b""
-        for chunk in engine.logs(plan.container(name)):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            with lock:
-                for line in lines:
-                    say(f"{name:<{width}} | {line.decode('utf-8', 'replace')}")
-        if pending:
-            with lock:
-                say(f"{name:<{width}} | {pending.decode('utf-8', 'replace')}")
+        try:
+            for chunk in engine.logs(plan.container(name)):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                with lock:
+                    for line in lines:
+                        say(f"{name:<{width}} | {line.decode('utf-8', 'replace')}")
+            if pending:
+                with lock:
+                    say(f"{name:<{width}} | {pending.decode('utf-8', 'replace')}")
+        finally:
+            closed.set()
 
     threads = [threading.Thread(target=follow, args=(h.name,), daemon=True) for h in plan.hosts]
     for thread in threads:
@@ -416,11 +444,12 @@ def supervise(
     """Wait for every host; after the first failure the others get ``STOP_GRACE`` seconds, then are stopped; at
     ``stop.at`` every host still running is stopped as SageMaker stops a job."""
     names = [h.name for h in plan.hosts]
-    # The job's end is seen within one poll: short for a few hosts (it is in every run's wall time), longer for many
-    # (each poll asks the engine about every running host).
+    # Each poll asks the engine about every running host: longer for many hosts. A host's end does not wait for it.
     poll = poll if poll is not None else max(0.1, 0.02 * len(names))
     width = max(len(name) for name in names)
-    threads = _follow_logs(plan, engine, say, width)
+    # Woken when a log stream closes: a host's end is seen at once, not at the next poll.
+    closed = threading.Event()
+    threads = _follow_logs(plan, engine, say, width, closed)
     ended: dict[str, ContainerState] = {}
     stopped: set[str] = set()
     deadline: float | None = None
@@ -449,7 +478,8 @@ def supervise(
                     say(f"{name:<{width}} | smimg: stopping this host: another host failed {STOP_GRACE:.0f}s ago")
                     engine.stop(plan.container(name), timeout=10)
                     stopped.add(name)
-        time.sleep(poll)
+        closed.wait(poll)
+        closed.clear()
     for thread in threads:
         thread.join(timeout=5)
     hosts = tuple(
@@ -481,10 +511,17 @@ def shell(plan: LocalPlan, command: Sequence[str] = ("/bin/bash",), engine: Engi
     """
     engine = engine or default_engine()
     with job_lock(plan):
-        tool = prepare(plan, engine, None, lambda _line: None)
+        prepare(plan, engine, lambda _line: None)
+        first = plan.containers[0]
         try:
-            return tool.shell(plan.project, plan.compose_file, plan.hosts[0].name, command)
+            engine.create_network(plan.network, internal=plan.internal)
+            entrypoint, arguments = (command[0],), tuple(command[1:])  # the entrypoint bypassed
+            tty = sys.stdin.isatty()  # a terminal only for one: `echo ls | smimg local shell` works too
+            engine.create_container(
+                dataclasses.replace(first, entrypoint=entrypoint, command=arguments, interactive=True, tty=tty)
+            )
+            return engine.attach(first.name)
         finally:
             with interrupts.shielded(lambda _signum: None):
-                tool.down(plan.project, plan.compose_file)
+                _down(plan, engine)
             shutil.rmtree(plan.run_dir, ignore_errors=True)

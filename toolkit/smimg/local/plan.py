@@ -1,20 +1,22 @@
-"""Local mode's planner: a ``LocalJob`` becomes the run folder's files and a compose project of ``algo-1..N``. Pure.
+"""Local mode's planner: a ``LocalJob`` becomes the run folder's files and the containers ``algo-1..N``. Pure.
 
 Each host gets the /opt/ml tree SageMaker creates (the contract's paths): resourceconfig, hyperparameters (JSON-
-encoded as the SDK sends them), inputdataconfig, channel mounts, model, output and checkpoints folders.
+encoded as the SDK sends them), inputdataconfig, channel mounts, model, output and checkpoints folders. The same
+containers are written as a compose file, to read or to run by hand.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from smimg.engine import ContainerSpec, Mount
 from smimg.errors import LocalError
 from smimg.local.job import LocalJob, Verbatim
 from smimg_entrypoint import contract
@@ -44,7 +46,8 @@ class LocalPlan:
     run_dir: Path
     project: str
     hosts: tuple[HostPlan, ...]
-    compose: Mapping[str, Any] = field(hash=False)
+    containers: tuple[ContainerSpec, ...]  # one per host, in the same order
+    internal: bool  # the network reaches nothing outside the job's hosts
     files: tuple[tuple[str, str], ...] = ()  # path inside the run folder -> content
 
     @property
@@ -56,15 +59,44 @@ class LocalPlan:
         return self.project
 
     def compose_yaml(self) -> str:
-        """The compose file. Compose interpolates ``$`` in every value: written as ``$$``, each of the user's
-        values (environment, paths, names) reaches the container exactly as typed."""
-        return yaml.safe_dump(_literal(json.loads(json.dumps(self.compose))), sort_keys=False)
+        """The containers as a compose file. Compose interpolates ``$`` in every value: written as ``$$``, each of
+        the user's values (environment, paths, names) reaches the container exactly as typed."""
+        network: dict[str, Any] = {"name": self.network, **({"internal": True} if self.internal else {})}
+        project = {
+            "services": {host.name: _service(c) for host, c in zip(self.hosts, self.containers, strict=True)},
+            "networks": {"default": network},
+        }
+        return yaml.safe_dump(_literal(project), sort_keys=False)
 
     def host_dir(self, host: str) -> Path:
         return self.run_dir / host
 
     def container(self, host: str) -> str:
         return container_name(self.project, host)
+
+
+_PRIVATE = {"propagation": "rprivate"}
+
+
+def _service(container: ContainerSpec) -> dict[str, Any]:
+    service: dict[str, Any] = {
+        "image": container.image,
+        "container_name": container.name,
+        "hostname": container.hostname,
+        "command": list(container.command),
+        "shm_size": container.shm_size,
+        "environment": dict(container.environment),
+        # The long syntax with a propagation: compose then uses the engine's Mount API, as smimg does.
+        "volumes": [
+            {"type": "bind", "source": m.source, "target": m.target, "read_only": m.read_only, "bind": _PRIVATE}
+            for m in container.mounts
+        ],
+        "networks": {"default": {"aliases": list(container.aliases)}},
+    }
+    if container.gpu_ids:
+        device = {"driver": "nvidia", "device_ids": list(container.gpu_ids), "capabilities": ["gpu"]}
+        service["deploy"] = {"resources": {"reservations": {"devices": [device]}}}
+    return service
 
 
 def _literal(value: Any) -> Any:
@@ -78,7 +110,7 @@ def _literal(value: Any) -> Any:
 
 
 def plan_job(job: LocalJob, run_dir: Path, available_gpus: Sequence[str] = ()) -> LocalPlan:
-    """Turn a job into the run folder's files and the compose project. Pure.
+    """Turn a job into the run folder's files and its containers. Pure.
 
     Raises:
         LocalError: an invalid instance count, channel name or GPU request.
@@ -88,15 +120,11 @@ def plan_job(job: LocalJob, run_dir: Path, available_gpus: Sequence[str] = ()) -
     hosts = [f"algo-{i}" for i in range(1, job.instances + 1)]
     project = re.sub(r"[^a-z0-9-]", "-", job.name.lower())
     host_plans = tuple(_host(job, host, hosts, gpu_ids) for host, gpu_ids in zip(hosts, slices, strict=True))
-    services = {h.name: _service(job, run_dir, h.name, project, h.gpu_ids) for h in host_plans}
-    network: dict[str, Any] = {"name": project}
-    files: tuple[tuple[str, str], ...] = ()
-    if job.conditions.network_isolation:
-        # As EnableNetworkIsolation: the hosts reach each other, nothing else (no PyPI, S3 or metadata endpoint).
-        network["internal"] = True
-        files = ((RESOLV_CONF, ISOLATED_RESOLVER),)
-    spec = {"services": services, "networks": {"default": network}}
-    return LocalPlan(job=job, run_dir=run_dir, project=project, hosts=host_plans, compose=spec, files=files)
+    containers = tuple(_container(job, run_dir, h.name, project, h.gpu_ids) for h in host_plans)
+    # As EnableNetworkIsolation: the hosts reach each other, nothing else (no PyPI, S3 or metadata endpoint).
+    isolated = job.conditions.network_isolation
+    files = ((RESOLV_CONF, ISOLATED_RESOLVER),) if isolated else ()
+    return LocalPlan(job, run_dir, project, host_plans, containers, internal=isolated, files=files)
 
 
 def _check(job: LocalJob) -> None:
@@ -152,36 +180,25 @@ def _host(job: LocalJob, host: str, hosts: list[str], gpu_ids: tuple[str, ...]) 
     return HostPlan(host, gpu_ids, files, dirs)
 
 
-def _service(job: LocalJob, run_dir: Path, host: str, project: str, gpu_ids: tuple[str, ...]) -> dict[str, Any]:
-    # The long syntax: a ':' or ',' in a host path is part of the path, not a separator.
-    volumes = [_bind(run_dir / host, contract.OPT_ML, read_only=False)]
-    volumes += [_bind(source, f"{contract.opt_ml(contract.DATA_DIR)}/{name}") for name, source in job.channels]
+def _container(job: LocalJob, run_dir: Path, host: str, project: str, gpu_ids: tuple[str, ...]) -> ContainerSpec:
+    mounts = [Mount(str(run_dir / host), contract.OPT_ML, read_only=False)]
+    mounts += [Mount(str(source), f"{contract.opt_ml(contract.DATA_DIR)}/{name}") for name, source in job.channels]
     if job.source_dir is not None:
-        volumes.append(_bind(job.source_dir, contract.opt_ml(contract.CODE_DIR)))
+        mounts.append(Mount(str(job.source_dir), contract.opt_ml(contract.CODE_DIR)))
     if job.conditions.network_isolation:
-        volumes.append(_bind(run_dir / RESOLV_CONF, "/etc/resolv.conf"))
-    service: dict[str, Any] = {
-        "image": job.image,
-        "container_name": container_name(project, host),
-        "hostname": host,
-        "command": contract.TRAIN_COMMAND,
-        "shm_size": SHM_SIZE,
-        "environment": {contract.TRAINING_JOB_NAME_ENV: job.name, **dict(job.env)},
-        "volumes": volumes,
-        "networks": {"default": {"aliases": [host]}},
-    }
-    if gpu_ids:
-        device = {"driver": "nvidia", "device_ids": list(gpu_ids), "capabilities": ["gpu"]}
-        service["deploy"] = {"resources": {"reservations": {"devices": [device]}}}
-    return service
-
-
-def _bind(source: Path, target: str, *, read_only: bool = True) -> dict[str, Any]:
-    # A propagation (rprivate is the engine's default anyway) makes compose v2 use the engine's Mount API, as v1
-    # does for every long-syntax volume: there a ':' in the path is just a character (the "Binds" strings v2
-    # otherwise sends split on it), and a missing folder is an error rather than a new, empty mount.
-    bind = {"propagation": "rprivate"}
-    return {"type": "bind", "source": str(source), "target": target, "read_only": read_only, "bind": bind}
+        mounts.append(Mount(str(run_dir / RESOLV_CONF), "/etc/resolv.conf"))
+    return ContainerSpec(
+        name=container_name(project, host),
+        image=job.image,
+        hostname=host,
+        network=project,
+        aliases=(host,),
+        command=(contract.TRAIN_COMMAND,),
+        environment=tuple({contract.TRAINING_JOB_NAME_ENV: job.name, **dict(job.env)}.items()),
+        mounts=tuple(mounts),
+        shm_size=SHM_SIZE,
+        gpu_ids=gpu_ids,
+    )
 
 
 def container_name(project: str, host: str) -> str:

@@ -22,13 +22,13 @@ from smimg.build.execute import BuildResult
 from smimg.engine import Engine
 from smimg.errors import Problem, PushError, RegistryAuthError, SpecError
 from smimg.refs import ImageRef, ecr_registry
+from smimg.ship import PASSWORD_ENV
 from smimg.ship.plan import PushPlan, PushTarget, launch_snippets, plan_push
 from smimg.ship.repository import RepositoryReport, ensure_repository
 from smimg.spec import ImageSpec, LoadedSpec, PushSpec
 
 logger = logging.getLogger(__name__)
 
-PASSWORD_ENV = "SMIMG_REGISTRY_PASSWORD"
 RETRIES = 4
 RETRY_DELAY = 2.0  # seconds before the first retry; doubles each time
 _TRANSIENT = ("timeout", "connection reset", "broken pipe", "eof", "toomanyrequests", "503", "502", "500 ")
