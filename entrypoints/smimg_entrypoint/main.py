@@ -210,6 +210,12 @@ class StderrTail:
         return self.end.decode(errors="replace")
 
 
+def _last_lines(stderr: StderrTail | None, count: int = 5, limit: int = 800) -> str:
+    """The end of what the launched process wrote on stderr, for a failure that left no traceback."""
+    lines = [line.rstrip() for line in (stderr.text() if stderr else "").splitlines() if line.strip()]
+    return "\n".join(lines[-count:])[-limit:]
+
+
 def launch_error(exc: OSError, plan: LaunchPlan) -> str:
     """Why the launcher could not start, and what to change."""
     launcher = plan.argv[0]
@@ -515,6 +521,9 @@ class Job:
             what = f"{rank.describe()} and printed no traceback"
         else:
             what = f"{rank.describe() if rank is not None else _ended(self.plan.launcher, rc)}, no traceback captured"
+            # A script that exits on its own (argparse, sys.exit("...")) says why on stderr without a traceback.
+            if self.plan.launcher != contract.TORCHRUN and (said := _last_lines(self.stderr)):
+                return status, f"ExitCode {status} on {here}: {what}; its last lines on stderr:\n{said}"
         return status, f"ExitCode {status} on {here}: {what}; see its log lines above"
 
     def _report(self, reason: str) -> None:

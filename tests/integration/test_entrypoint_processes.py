@@ -223,6 +223,21 @@ def test_a_hyperparameter_too_long_for_linux_fails_with_a_reason(tmp_path: Path,
     assert "Traceback" not in output
 
 
+def test_a_script_that_exits_without_a_traceback_has_its_last_stderr_lines_as_the_reason(
+    tmp_path: Path, code: Path
+) -> None:
+    # argparse says why on stderr and exits 2: that line is the reason a user needs in FailureReason.
+    base = node_tree(tmp_path, "algo-1", ["algo-1"], {"fail_rank": '"ten"'})
+    proc = start(base, code, (free_port(), free_port()), nproc=1, extra={"SMIMG_LAUNCHER": "python"})
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 2, output
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith(
+        "ExitCode 2 on algo-1: python exited with code 2, no traceback captured; its last lines on stderr:\nusage: "
+    ), failure
+    assert failure.endswith("train.py: error: argument --fail_rank: invalid int value: 'ten'"), failure
+
+
 def test_a_launcher_missing_from_the_image_fails_with_a_reason(tmp_path: Path, code: Path) -> None:
     base = node_tree(tmp_path, "algo-1", ["algo-1"], {})
     proc = start(base, code, (free_port(), free_port()), nproc=1, extra={"PATH": "/usr/bin:/bin"})

@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -142,3 +143,73 @@ def test_what_the_api_refuses_it_refuses_with_sagemakers_errors(endpoint: str, j
     with pytest.raises(ClientError) as missing:
         sm.describe_training_job(TrainingJobName="smimg-api-none")
     assert "Requested resource not found" in missing.value.response["Error"]["Message"]
+
+
+def test_a_failing_job_reports_its_failure_file_and_a_job_past_its_max_run_is_stopped(
+    endpoint: str, job_image: str
+) -> None:
+    sm, s3 = client(endpoint, "sagemaker"), client(endpoint, "s3")
+    upload_code(s3, "ending")
+    failing = request("smimg-api-fail", job_image, "ending", 1)
+    failing["HyperParameters"]["steps"] = '"ten"'  # argparse refuses it: the script exits 2
+    sm.create_training_job(**failing)
+    limited = request("smimg-api-limit", job_image, "ending", 100000)
+    sm.create_training_job(**{**limited, "StoppingCondition": {"MaxRuntimeInSeconds": 6}})
+
+    failed = wait(sm, "smimg-api-fail", {"Failed", "Completed", "Stopped"})
+    assert (failed["TrainingJobStatus"], failed["SecondaryStatus"]) == ("Failed", "Failed")
+    assert "argument --steps: invalid int value: 'ten'" in failed["FailureReason"], failed["FailureReason"]
+    assert len(failed["FailureReason"]) <= 1024
+    stopped = wait(sm, "smimg-api-limit", {"Stopped", "Failed", "Completed"})
+    assert (stopped["TrainingJobStatus"], stopped["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+    # As SageMaker: the model saved in the stop's grace is uploaded.
+    assert stopped["ModelArtifacts"]["S3ModelArtifacts"] == "s3://ending/out/smimg-api-limit/output/model.tar.gz"
+
+
+SDK_V2_LAUNCH = """
+from sagemaker.estimator import Estimator
+estimator = Estimator(
+    image_uri={image!r},
+    role="arn:aws:iam::123456789012:role/SageMakerRole",
+    instance_count=2,
+    instance_type="ml.m5.xlarge",
+    entry_point="resume.py",
+    source_dir={source!r},
+    hyperparameters={{"steps": 4}},
+    output_path="s3://sdk-v2/out",
+    code_location="s3://sdk-v2/code",
+    environment={{"SMIMG_LAUNCHER": "python"}},
+)
+estimator.fit({{"train": "s3://sdk-v2/data"}}, job_name="smimg-api-sdk-v2", logs="All")
+print("MODEL", estimator.model_data)
+"""
+
+
+def test_unchanged_sdk_v2_launch_code_completes_with_logs_and_the_model_in_s3(
+    endpoint: str, job_image: str, tmp_path: Path
+) -> None:
+    s3 = client(endpoint, "s3")
+    s3.create_bucket(Bucket="sdk-v2")
+    s3.put_object(Bucket="sdk-v2", Key="data/part-0.txt", Body=b"x")
+    config = tmp_path / "sagemaker-config.yaml"  # telemetry off: it would reach for AWS
+    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "AWS_ENDPOINT_URL": endpoint,  # the only change to the launch code's environment
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+    }
+    image = f"{ECR}/{job_image}"
+    code = SDK_V2_LAUNCH.format(image=image, source=str(RESUME))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # fit(logs=...) printed both hosts' lines from CloudWatch, and the job's end.
+    assert "DONE algo-1 step=4" in proc.stdout and "DONE algo-2 step=4" in proc.stdout, proc.stdout[-3000:]
+    assert "MODEL s3://sdk-v2/out/smimg-api-sdk-v2/output/model.tar.gz" in proc.stdout
+    model = s3.get_object(Bucket="sdk-v2", Key="out/smimg-api-sdk-v2/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(model)) as tar:
+        assert sorted(tar.getnames()) == ["algo-1.json", "algo-2.json"]
