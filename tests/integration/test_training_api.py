@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from tests.conftest import SMIMG
 pytestmark = pytest.mark.docker
 
 RESUME = Path(__file__).parent.parent / "fixtures" / "resume"
+JOB = Path(__file__).parent.parent / "fixtures" / "job"
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
 
@@ -191,18 +193,7 @@ def test_unchanged_sdk_v2_launch_code_completes_with_logs_and_the_model_in_s3(
     s3 = client(endpoint, "s3")
     s3.create_bucket(Bucket="sdk-v2")
     s3.put_object(Bucket="sdk-v2", Key="data/part-0.txt", Body=b"x")
-    config = tmp_path / "sagemaker-config.yaml"  # telemetry off: it would reach for AWS
-    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {
-        "AWS_ENDPOINT_URL": endpoint,  # the only change to the launch code's environment
-        "AWS_ACCESS_KEY_ID": "a",
-        "AWS_SECRET_ACCESS_KEY": "b",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
-        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-    }
+    env = sdk_env(endpoint, tmp_path)
     image = f"{ECR}/{job_image}"
     code = SDK_V2_LAUNCH.format(image=image, source=str(RESUME))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
@@ -213,3 +204,67 @@ def test_unchanged_sdk_v2_launch_code_completes_with_logs_and_the_model_in_s3(
     model = s3.get_object(Bucket="sdk-v2", Key="out/smimg-api-sdk-v2/output/model.tar.gz")["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(model)) as tar:
         assert sorted(tar.getnames()) == ["algo-1.json", "algo-2.json"]
+
+
+MODEL_TRAINER_LAUNCH = """
+from sagemaker.modules import Session
+from sagemaker.modules.configs import Compute, InputData, OutputDataConfig, SourceCode
+from sagemaker.modules.distributed import Torchrun
+from sagemaker.modules.train import ModelTrainer
+trainer = ModelTrainer(
+    # The one change: ModelTrainer derives its default bucket from STS at its regional endpoint, which
+    # AWS_ENDPOINT_URL does not redirect; named, no STS call is made.
+    sagemaker_session=Session(default_bucket="model-trainer"),
+    training_image={image!r},
+    role="arn:aws:iam::123456789012:role/SageMakerRole",
+    compute=Compute(instance_type="ml.m5.xlarge", instance_count=2),
+    source_code=SourceCode(source_dir={source!r}, entry_script="train.py"),
+    distributed=Torchrun(process_count_per_node=2),
+    hyperparameters={{"note": "model trainer"}},
+    base_job_name="smimg-api-trainer",
+    output_data_config=OutputDataConfig(s3_output_path="s3://model-trainer/out"),
+)
+trainer.train(input_data_config=[InputData(channel_name="train", data_source="s3://model-trainer/data")], logs=True)
+print("MODEL", trainer._latest_training_job.model_artifacts.s3_model_artifacts)
+"""
+
+
+def sdk_env(endpoint: str, folder: Path) -> dict[str, str]:
+    """Launch code's environment: AWS_ENDPOINT_URL is the change; dummy credentials, the SDK's telemetry off."""
+    config = folder / "sagemaker-config.yaml"
+    config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return env | {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        "COLUMNS": "200",  # sagemaker-core logs through rich: wide enough that a log line stays whole
+    }
+
+
+def test_model_trainer_launch_code_runs_its_driver_as_a_job_here(endpoint: str, job_image: str, tmp_path: Path) -> None:
+    # SDK v3's ModelTrainer (v2 ships the same class as sagemaker.modules) replaces the image's entrypoint with
+    # ContainerEntrypoint/ContainerArguments that run its driver from the sm_drivers channel, and mounts the code as
+    # the channel "code".
+    s3 = client(endpoint, "s3")
+    s3.create_bucket(Bucket="model-trainer")
+    s3.put_object(Bucket="model-trainer", Key="data/data.txt", Body=b"hello local mode\n")
+    code = MODEL_TRAINER_LAUNCH.format(image=f"{ECR}/{job_image}", source=str(JOB / "src"))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=sdk_env(endpoint, tmp_path), capture_output=True, text=True, timeout=300
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    # Its driver's torchrun formed one world of 4 over both hosts; the lines came back through CloudWatch.
+    assert output.count("sum=10.0 data=['hello', 'local', 'mode']") == 4, output[-4000:]
+    [model] = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("MODEL ")]
+    assert model.startswith("s3://model-trainer/out/smimg-api-trainer-") and model.endswith("/output/model.tar.gz")
+    body = s3.get_object(Bucket="model-trainer", Key=model.removeprefix("s3://model-trainer/"))["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert json.load(tar.extractfile("model.json")) == {  # type: ignore[arg-type]
+            "sum": 10.0, "world": 4, "data": ["hello", "local", "mode"], "note": "model trainer"
+        }  # fmt: skip

@@ -54,6 +54,37 @@ def test_a_request_becomes_its_plan_with_hyperparameters_verbatim() -> None:
     )
 
 
+def test_model_trainers_entrypoint_and_code_channel_reach_the_containers_as_sagemaker_runs_them(
+    tmp_path: Path,
+) -> None:
+    # SDK v3's ModelTrainer: its own entrypoint and arguments (no `train`), and its code in a channel named "code".
+    algorithm = {**REQUEST["AlgorithmSpecification"], "ContainerEntrypoint": ["/bin/bash"]}
+    algorithm["ContainerArguments"] = ["-c", "/opt/ml/input/data/sm_drivers/sm_train.sh"]
+    code = {"ChannelName": "code", "DataSource": {"S3DataSource": {"S3Uri": "s3://b/code"}}}
+    request = {**REQUEST, "AlgorithmSpecification": algorithm, "InputDataConfig": [*REQUEST["InputDataConfig"], code]}
+    planned = plan_training(request)
+    assert (planned.entrypoint, planned.arguments) == (
+        ("/bin/bash",),
+        ("-c", "/opt/ml/input/data/sm_drivers/sm_train.sh"),
+    )
+    job = local.LocalJob(
+        image="bert:1",
+        channels=(("train", tmp_path), ("code", tmp_path)),
+        entrypoint=planned.entrypoint,
+        arguments=planned.arguments,
+        writable_channels=True,
+    )
+    [container] = local.plan_job(job, tmp_path / "run").containers
+    assert (container.entrypoint, container.command) == (planned.entrypoint, planned.arguments)
+    assert [(m.target, m.read_only) for m in container.mounts[1:]] == [
+        ("/opt/ml/input/data/train", False),
+        ("/opt/ml/input/data/code", False),
+    ]
+    # An entrypoint without arguments runs alone: `train` is the image's own entrypoint's argument.
+    alone = local.plan_job(local.LocalJob(image="bert:1", entrypoint=("/run.sh",)), tmp_path / "alone").containers[0]
+    assert (alone.entrypoint, alone.command) == (("/run.sh",), ())
+
+
 def test_verbatim_values_reach_hyperparameters_json_unchanged() -> None:
     job = local.LocalJob(image="i", hyperparameters=(("layers", Verbatim("[1,2]")), ("name", Verbatim("plain text"))))
     files = dict(local.plan_job(job, Path("/run")).hosts[0].files)

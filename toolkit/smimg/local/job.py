@@ -60,6 +60,14 @@ class LocalJob:
     env: tuple[tuple[str, str], ...] = ()
     name: str = "smimg-local"
     conditions: Conditions = Conditions()
+    # AlgorithmSpecification.ContainerEntrypoint and ContainerArguments (SDK v3 ModelTrainer sends both): None runs
+    # the image's entrypoint with `train`, as SageMaker does.
+    entrypoint: tuple[str, ...] | None = None
+    arguments: tuple[str, ...] | None = None
+    # Channels are mounted read-only so that no job changes a user's folder or smimg's S3 cache; the local API's are
+    # each job's own download, writable as on SageMaker (SDK v3's ModelTrainer makes its driver script executable
+    # in its channel).
+    writable_channels: bool = False
 
 
 MAX_HYPERPARAMETERS = 100

@@ -133,7 +133,7 @@ def _check(job: LocalJob) -> None:
             f"--instances {job.instances} is not a valid instance count", f"use 1 to {MAX_INSTANCES} instances"
         )
     for name, _ in job.channels:
-        if not _CHANNEL.match(name) or name == contract.CODE_DIR:
+        if not _CHANNEL.match(name):
             raise LocalError(f"channel name {name!r} is not valid", "use letters, digits, '-', '_' (e.g. train)")
     if job.source_dir is not None and not job.entry_point:
         raise LocalError("--source-dir needs --entry-point", "name the script to run, e.g. --entry-point train.py")
@@ -182,7 +182,10 @@ def _host(job: LocalJob, host: str, hosts: list[str], gpu_ids: tuple[str, ...]) 
 
 def _container(job: LocalJob, run_dir: Path, host: str, project: str, gpu_ids: tuple[str, ...]) -> ContainerSpec:
     mounts = [Mount(str(run_dir / host), contract.OPT_ML, read_only=False)]
-    mounts += [Mount(str(source), f"{contract.opt_ml(contract.DATA_DIR)}/{name}") for name, source in job.channels]
+    mounts += [
+        Mount(str(source), f"{contract.opt_ml(contract.DATA_DIR)}/{name}", read_only=not job.writable_channels)
+        for name, source in job.channels
+    ]
     if job.source_dir is not None:
         mounts.append(Mount(str(job.source_dir), contract.opt_ml(contract.CODE_DIR)))
     if job.conditions.network_isolation:
@@ -193,7 +196,9 @@ def _container(job: LocalJob, run_dir: Path, host: str, project: str, gpu_ids: t
         hostname=host,
         network=project,
         aliases=(host,),
-        command=(contract.TRAIN_COMMAND,),
+        entrypoint=job.entrypoint,
+        # A ContainerEntrypoint of the job's own runs without `train`, as on SageMaker.
+        command=job.arguments if job.arguments is not None else () if job.entrypoint else (contract.TRAIN_COMMAND,),
         environment=tuple({contract.TRAINING_JOB_NAME_ENV: job.name, **dict(job.env)}.items()),
         mounts=tuple(mounts),
         shm_size=SHM_SIZE,

@@ -64,6 +64,8 @@ class TrainingPlan:
     max_run: int
     network_isolation: bool
     checkpoint_s3: str | None
+    entrypoint: tuple[str, ...] | None = None  # ContainerEntrypoint
+    arguments: tuple[str, ...] | None = None  # ContainerArguments
 
 
 def plan_training(request: Mapping[str, Any]) -> TrainingPlan:
@@ -102,9 +104,10 @@ def plan_training(request: Mapping[str, Any]) -> TrainingPlan:
     }
     program = _decoded(reserved.get(contract.HP_PROGRAM))
     submit = _decoded(reserved.get(contract.HP_SUBMIT_DIRECTORY))
+    algorithm = request["AlgorithmSpecification"]
     return TrainingPlan(
         name=name,
-        image=str(request["AlgorithmSpecification"]["TrainingImage"]),
+        image=str(algorithm["TrainingImage"]),
         instances=count,
         instance_type=str(resources.get("InstanceType", "local")),
         channels=channels,
@@ -117,7 +120,13 @@ def plan_training(request: Mapping[str, Any]) -> TrainingPlan:
         max_run=max_run,
         network_isolation=bool(request.get("EnableNetworkIsolation", False)),
         checkpoint_s3=(request.get("CheckpointConfig") or {}).get("S3Uri"),
+        entrypoint=_strings(algorithm.get("ContainerEntrypoint")),
+        arguments=_strings(algorithm.get("ContainerArguments")),
     )
+
+
+def _strings(values: list[Any] | None) -> tuple[str, ...] | None:
+    return tuple(str(v) for v in values) if values is not None else None
 
 
 def _check_hyperparameters(values: Mapping[str, str]) -> None:

@@ -115,6 +115,9 @@ class Run:
             env=self.plan.env,
             name=self.plan.name,
             conditions=check_conditions(conditions, self.plan.name),
+            entrypoint=self.plan.entrypoint,
+            arguments=self.plan.arguments,
+            writable_channels=True,  # downloaded for this job alone
         )
 
     def _train(self, job: LocalJob) -> local.LocalResult:
