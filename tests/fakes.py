@@ -14,7 +14,7 @@ from typing import Any
 
 from smimg.adapters.runner import Completed, Runner
 from smimg.engine import Builder, BuilderKind, ContainerSpec, ContainerState, Image
-from smimg.errors import CommandError, DockerUnavailable
+from smimg.errors import CommandError, DockerUnavailable, LocalError
 
 
 @dataclass
@@ -44,7 +44,7 @@ class FakeEngine:
 
     images: dict[str, Image] = field(default_factory=dict)
     containers: dict[str, FakeContainer] = field(default_factory=dict)
-    networks: set[str] = field(default_factory=set)
+    networks: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> labels
     pushes: list[list[dict[str, Any]]] = field(default_factory=list)
     build_output: str | None = None  # a failing build's output; None builds successfully
     lost: bool = False  # the engine went away: every call raises DockerUnavailable
@@ -53,6 +53,8 @@ class FakeEngine:
     scripted: dict[str, FakeContainer] = field(default_factory=dict)  # what a started container of the name does
     on_start: Callable[[str], None] | None = None  # e.g. write the files the container would write
     created: dict[str, ContainerSpec] = field(default_factory=dict)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # container -> labels
+    refuse_create: str | None = None  # the engine refuses to create the container of this name
 
     def _call(self, *record: Any) -> None:
         if self.lost:
@@ -90,19 +92,27 @@ class FakeEngine:
     def run(self, ref: str, entrypoint: list[str]) -> str:
         return ""
 
-    def network_exists(self, name: str) -> bool:
-        return name in self.networks
+    def network_labels(self, name: str) -> dict[str, str] | None:
+        self._call("network_labels", name)
+        return self.networks.get(name)
+
+    def labelled(self, label: str, value: str) -> list[str]:
+        self._call("labelled", label, value)
+        return sorted(name for name, labels in self.labels.items() if labels.get(label) == value)
 
     def container_exists(self, name: str) -> bool:
         return name in self.containers or name in self.created
 
-    def create_network(self, name: str, *, internal: bool) -> None:
+    def create_network(self, name: str, *, internal: bool, labels: Mapping[str, str]) -> None:
         self._call("create_network", name, internal)
-        self.networks.add(name)
+        self.networks[name] = dict(labels)
 
     def create_container(self, spec: ContainerSpec) -> None:
         self._call("create_container", spec.name)
+        if spec.name == self.refuse_create:
+            raise LocalError(f"the Docker engine could not create container {spec.name}: no space left (fake)")
         self.created[spec.name] = spec
+        self.labels[spec.name] = dict(spec.labels)
 
     def start(self, name: str) -> None:
         self._call("start", name)
@@ -118,14 +128,17 @@ class FakeEngine:
         self._call("remove_container", name)
         self.containers.pop(name, None)
         self.created.pop(name, None)
+        self.labels.pop(name, None)
 
     def remove_network(self, name: str) -> None:
         self._call("remove_network", name)
-        self.networks.discard(name)
+        self.networks.pop(name, None)
 
     def container_state(self, name: str) -> ContainerState:
         self._call("state", name)
         self.clock += 1
+        if name not in self.containers and name in self.created:
+            return ContainerState("created")  # created, never started
         return self.containers[name].state(self.clock)
 
     def logs(self, name: str) -> Iterator[bytes]:

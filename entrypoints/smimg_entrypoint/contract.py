@@ -129,6 +129,7 @@ LABEL_SPEC = f"{LABEL_PREFIX}.spec"
 LABEL_LAUNCHER = f"{LABEL_PREFIX}.launcher"
 LABEL_PACKAGES = f"{LABEL_PREFIX}.packages"
 LABEL_STANDIN_INPUTS = f"{LABEL_PREFIX}.standin.inputs"
+LABEL_JOB = f"{LABEL_PREFIX}.job"  # on a local job's containers and network: the job's project name
 LABEL_OCI_TITLE = "org.opencontainers.image.title"
 LABEL_OCI_VERSION = "org.opencontainers.image.version"
 LABEL_OCI_BASE_NAME = "org.opencontainers.image.base.name"

@@ -192,6 +192,7 @@ class StderrTail:
 
     def __init__(self, stream: IO[bytes]) -> None:
         self.end = b""
+        self._waited = False
         self._thread = threading.Thread(target=self._copy, args=(stream,), daemon=True)
         self._thread.start()
 
@@ -205,8 +206,11 @@ class StderrTail:
                 self.end = (self.end + chunk)[-TAIL_BYTES:]
 
     def text(self) -> str:
-        """The stream's end once it closed; a process that outlived the launcher and holds it is not waited for."""
-        self._thread.join(TAIL_WAIT)
+        """The stream's end once it closed; a process that outlived the launcher and holds it is waited for once,
+        for ``TAIL_WAIT`` seconds, however often this is asked."""
+        if not self._waited:
+            self._thread.join(TAIL_WAIT)
+            self._waited = True
         return self.end.decode(errors="replace")
 
 

@@ -186,7 +186,8 @@ def local_job(
 
 def verbs(engine: FakeEngine) -> list[str]:
     """The job's network created (up) and removed (down), in order."""
-    return [{"create_network": "up", "remove_network": "down"}[c[0]] for c in engine.calls if "network" in c[0]]
+    verb = {"create_network": "up", "remove_network": "down"}
+    return [verb[c[0]] for c in engine.calls if c[0] in verb]
 
 
 def test_the_first_failure_stops_the_other_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,14 +262,17 @@ def test_an_interrupt_after_the_hosts_finished_keeps_the_unpackaged_model(tmp_pa
 
 def test_a_rerun_clears_what_an_interrupted_run_of_its_name_left_and_keeps_its_results(tmp_path: Path) -> None:
     plan, engine = local_job(tmp_path, {"algo-1": FakeContainer()}, {"algo-1/model/new.bin": "new"})
-    # What a run killed mid-way leaves: a stopped container, the network, a run folder with a checkpoint.
-    engine.containers[plan.container("algo-1")] = FakeContainer(polls=0)
-    engine.networks.add(plan.network)
+    # What a 3-host run killed mid-way leaves: stopped containers, the network, a run folder with a checkpoint.
+    for host in ("algo-1", "algo-3"):
+        engine.containers[plan.container(host)] = FakeContainer(polls=0)
+        engine.labels[plan.container(host)] = plan.labels
+    engine.networks[plan.network] = plan.labels
     local.write_run_dir(plan)
     (plan.run_dir / "algo-1" / "checkpoints" / "step-9.pt").write_text("old")
     lines: list[str] = []
     result = local.run(plan, output=tmp_path / "out", engine=engine, on_line=lines.append)
     assert result.ok and verbs(engine) == ["down", "up", "down"]
+    assert plan.container("algo-3") not in engine.containers  # a host this run does not have, removed too
     [kept] = [p for p in tmp_path.iterdir() if p.name.startswith("run.")]
     assert (kept / "algo-1" / "checkpoints" / "step-9.pt").read_text() == "old"
     assert any(str(kept) in line for line in lines) and not plan.run_dir.exists()
@@ -279,13 +283,36 @@ def test_a_rerun_clears_what_an_interrupted_run_of_its_name_left_and_keeps_its_r
 def test_a_running_container_of_the_name_or_a_live_run_is_refused_before_anything_starts(tmp_path: Path) -> None:
     plan, engine = local_job(tmp_path, {"algo-1": FakeContainer()})
     engine.containers[plan.container("algo-1")] = FakeContainer(polls=10**6)
+    engine.labels[plan.container("algo-1")] = plan.labels
     with pytest.raises(LocalError, match="running outside smimg's control: fake-job-algo-1"):
         local.run(plan, output=tmp_path / "out", engine=engine)
     assert verbs(engine) == [] and not plan.run_dir.exists()
-    del engine.containers[plan.container("algo-1")]
+    del engine.containers[plan.container("algo-1")], engine.labels[plan.container("algo-1")]
     with local_executor.job_lock(plan), pytest.raises(LocalError, match="already running here"):
         local.run(plan, output=tmp_path / "out", engine=engine)
     assert verbs(engine) == []
+
+
+@pytest.mark.parametrize("stranger", ["container", "network"])
+def test_a_container_or_network_of_the_jobs_names_that_smimg_did_not_make_is_refused_never_removed(
+    tmp_path: Path, stranger: str
+) -> None:
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer()})
+    if stranger == "container":
+        engine.containers[plan.container("algo-1")] = FakeContainer(polls=0)  # someone's own, unlabelled
+    else:
+        engine.networks[plan.network] = {}
+    with pytest.raises(LocalError, match="smimg did not make them for job fake-job"):
+        local.run(plan, output=tmp_path / "out", engine=engine)
+    assert not [c for c in engine.calls if c[0].startswith("remove")]
+
+
+def test_a_host_the_engine_refuses_to_create_leaves_nothing_behind(tmp_path: Path) -> None:
+    plan, engine = local_job(tmp_path, {"algo-1": FakeContainer(), "algo-2": FakeContainer()})
+    engine.refuse_create = plan.container("algo-2")
+    with pytest.raises(LocalError, match="could not create container fake-job-algo-2"):
+        local.run(plan, output=tmp_path / "out", engine=engine)
+    assert engine.created == {} and engine.networks == {} and not plan.run_dir.exists()
 
 
 def test_a_run_folder_smimg_did_not_make_is_refused_never_removed(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ def test_two_gpu_hosts_with_a_channel_code_and_hyperparameters() -> None:
         aliases=("algo-2",),
         command=("train",),
         environment=(("TRAINING_JOB_NAME", "Job-1"), ("WANDB_MODE", "offline")),
+        labels=(("dev.smimg.job", "job-1"),),
         mounts=(
             Mount("/runs/job-1/algo-2", "/opt/ml", read_only=False),
             Mount("/data/train", "/opt/ml/input/data/train"),
@@ -50,7 +51,7 @@ def test_two_gpu_hosts_with_a_channel_code_and_hyperparameters() -> None:
     assert not plan.internal
     # The same containers as a compose file, to read or run by hand.
     compose = yaml.safe_load(plan.compose_yaml())
-    assert compose["networks"] == {"default": {"name": "job-1"}}
+    assert compose["networks"] == {"default": {"name": "job-1", "labels": {"dev.smimg.job": "job-1"}}}
     assert compose["services"]["algo-2"] == {
         "image": "smimg-test/job:abc",
         "container_name": "job-1-algo-2",
@@ -58,6 +59,7 @@ def test_two_gpu_hosts_with_a_channel_code_and_hyperparameters() -> None:
         "command": ["train"],
         "shm_size": "8g",
         "environment": {"TRAINING_JOB_NAME": "Job-1", "WANDB_MODE": "offline"},
+        "labels": {"dev.smimg.job": "job-1"},
         "volumes": [
             {"type": "bind", "source": "/runs/job-1/algo-2", "target": "/opt/ml", "read_only": False, "bind": BIND},
             {
@@ -154,7 +156,8 @@ def test_network_isolation_is_an_internal_network_with_a_resolver_that_fails_fas
     job = local.LocalJob(image="job:1", instances=2, name="iso", conditions=local.Conditions(network_isolation=True))
     plan = local.plan_job(job, tmp_path / "run")
     assert plan.internal
-    assert yaml.safe_load(plan.compose_yaml())["networks"]["default"] == {"name": "iso", "internal": True}
+    network = {"name": "iso", "internal": True, "labels": {"dev.smimg.job": "iso"}}
+    assert yaml.safe_load(plan.compose_yaml())["networks"]["default"] == network
     for container in plan.containers:
         assert container.mounts[-1] == Mount(str(tmp_path / "run" / "resolv.conf"), "/etc/resolv.conf")
     assert plan.files == (("resolv.conf", "nameserver 127.0.0.11\noptions ndots:0 timeout:1 attempts:1\n"),)

@@ -111,6 +111,7 @@ class ContainerSpec:
     command: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] | None = None  # None: the image's
     environment: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
     mounts: tuple[Mount, ...] = ()
     shm_size: str | None = None
     gpu_ids: tuple[str, ...] = ()  # NVIDIA devices given to it
@@ -145,10 +146,14 @@ class Engine(Protocol):
     def run(self, ref: str, entrypoint: list[str]) -> str:
         """Run a throw-away container of ``ref`` to its end; its output (``CommandError`` when it fails)."""
 
-    def network_exists(self, name: str) -> bool: ...
+    def network_labels(self, name: str) -> Mapping[str, str] | None:
+        """The labels of the network of exactly this name; None when there is none."""
 
-    def create_network(self, name: str, *, internal: bool) -> None:
+    def create_network(self, name: str, *, internal: bool, labels: Mapping[str, str]) -> None:
         """A bridge network; ``internal``: its containers reach each other and nothing else."""
+
+    def labelled(self, label: str, value: str) -> list[str]:
+        """The names of every container, running or not, labelled ``label=value``."""
 
     def create_container(self, spec: ContainerSpec) -> None:
         """Create, not start (``LocalError`` naming the container and the engine's reason)."""
@@ -163,7 +168,7 @@ class Engine(Protocol):
         """Remove a container, killing it if it runs; one that is gone is no error."""
 
     def remove_network(self, name: str) -> None:
-        """Remove a network; one that is gone is no error."""
+        """Remove the network of exactly this name; one that is gone is no error."""
 
     def container_exists(self, name: str) -> bool: ...
 

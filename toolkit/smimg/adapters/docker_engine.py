@@ -8,6 +8,7 @@ failure becomes an ``SmimgError``: a lost engine is ``DockerUnavailable``, never
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -153,11 +154,22 @@ class DockerEngine:
             raise CommandError(["docker", "run", ref], int(exc.exit_status), stderr) from None
         return bytes(raw).decode(errors="replace")
 
-    def network_exists(self, name: str) -> bool:
-        return bool(self._sdk_call(lambda: self.sdk.networks.list(names=[name])))
+    def network_labels(self, name: str) -> Mapping[str, str] | None:
+        # The engine's name filter matches substrings: only the network of exactly this name counts.
+        found = self._engine_call(f"list networks named {name}", lambda: self.sdk.api.networks(names=[name]))
+        return next((dict(n.get("Labels") or {}) for n in found if n["Name"] == name), None)
 
-    def create_network(self, name: str, *, internal: bool) -> None:
-        self._engine_call(f"create network {name}", lambda: self.sdk.networks.create(name, internal=internal))
+    def create_network(self, name: str, *, internal: bool, labels: Mapping[str, str]) -> None:
+        self._engine_call(
+            f"create network {name}", lambda: self.sdk.api.create_network(name, internal=internal, labels=dict(labels))
+        )
+
+    def remove_network(self, name: str) -> None:
+        found = self._engine_call(f"list networks named {name}", lambda: self.sdk.api.networks(names=[name]))
+        # By ID: a name the engine does not know it would take for an ID prefix, someone else's network.
+        for network_id in (str(n["Id"]) for n in found if n["Name"] == name):
+            with contextlib.suppress(_Gone):
+                self._engine_call(f"remove network {name}", functools.partial(self.sdk.api.remove_network, network_id))
 
     def create_container(self, spec: ContainerSpec) -> None:
         import docker.types
@@ -176,6 +188,7 @@ class DockerEngine:
                 name=spec.name,
                 hostname=spec.hostname,
                 environment=dict(spec.environment),
+                labels=dict(spec.labels),
                 mounts=mounts,
                 shm_size=spec.shm_size,
                 device_requests=gpus if spec.gpu_ids else None,
@@ -190,22 +203,29 @@ class DockerEngine:
         self._engine_call(f"start container {name}", lambda: self.sdk.api.start(name))
 
     def attach(self, name: str) -> int:
-        return self.runner.interactive([self.builder().client, "start", "--attach", "--interactive", name])
+        clients = docker_clients()
+        if not clients:
+            raise DockerUnavailable("no `docker` command found on PATH: a shell needs it", INSTALL_HINT)
+        return self.runner.interactive([clients[0], "start", "--attach", "--interactive", name])
+
+    def labelled(self, label: str, value: str) -> list[str]:
+        found = self._engine_call(
+            f"list containers labelled {label}={value}",
+            lambda: self.sdk.api.containers(all=True, filters={"label": f"{label}={value}"}),
+        )
+        return sorted(str(c["Names"][0]).lstrip("/") for c in found)
 
     def remove_container(self, name: str) -> None:
-        try:
-            self._engine_call(f"remove container {name}", lambda: self.sdk.api.remove_container(name, force=True))
-        except _Gone:
-            return
-
-    def remove_network(self, name: str) -> None:
-        try:
-            self._engine_call(f"remove network {name}", lambda: self.sdk.api.remove_network(name))
+        try:  # with its anonymous volumes (an image's VOLUME), as compose down --volumes did
+            self._engine_call(
+                f"remove container {name}", lambda: self.sdk.api.remove_container(name, force=True, v=True)
+            )
         except _Gone:
             return
 
     def _engine_call(self, doing: str, call: Callable[[], Any]) -> Any:
-        """An SDK call whose refusal is the user's to act on: ``LocalError`` with the engine's words."""
+        """An SDK call whose refusal is the user's to act on: ``LocalError`` with the engine's words (``_Gone`` for
+        its 404), never a docker exception."""
         import docker.errors
 
         try:
@@ -219,20 +239,16 @@ class DockerEngine:
             ) from None
 
     def container_exists(self, name: str) -> bool:
-        import docker.errors
-
         try:
-            self._sdk_call(lambda: self.sdk.containers.get(name))
-        except docker.errors.NotFound:
+            self._engine_call(f"inspect container {name}", lambda: self.sdk.api.inspect_container(name))
+        except _Gone:
             return False
         return True
 
     def container_state(self, name: str) -> ContainerState:
-        import docker.errors
-
         try:
-            attrs = self._sdk_call(lambda: self.sdk.containers.get(name).attrs)
-        except docker.errors.NotFound:
+            attrs = self._engine_call(f"inspect container {name}", lambda: self.sdk.api.inspect_container(name))
+        except _Gone:
             raise LocalError(f"container {name} is gone", "something outside smimg removed it") from None
         state = attrs["State"]
         return ContainerState(str(state["Status"]), int(state.get("ExitCode", 0)), str(state.get("FinishedAt", "")))
@@ -242,18 +258,16 @@ class DockerEngine:
         yield from container.logs(stream=True, follow=True)
 
     def stop(self, name: str, timeout: float) -> None:
-        import docker.errors
-
         try:
-            self._sdk_call(lambda: self.sdk.containers.get(name).stop(timeout=int(timeout)))
-        except docker.errors.NotFound:
+            self._engine_call(f"stop container {name}", lambda: self.sdk.api.stop(name, timeout=int(timeout)))
+        except _Gone:
             return
 
     def kill(self, name: str, signal: str) -> None:
         import docker.errors
 
         try:
-            self._sdk_call(lambda: self.sdk.containers.get(name).kill(signal=signal))
+            self._sdk_call(lambda: self.sdk.api.kill(name, signal=signal))
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:

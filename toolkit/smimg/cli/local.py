@@ -130,7 +130,7 @@ def run_command(
     """
     checkpoint_folder, checkpoints_s3 = local_lib.checkpoints_option(checkpoints)
     job = local_lib.make_job(
-        build_lib.default_image(image, spec),
+        _image(image, spec),
         instances=instances,
         inputs=inputs or (),
         hyperparameters=hp or (),
@@ -176,6 +176,11 @@ def run_command(
         raise typer.Exit(failed.exit_code if 0 < failed.exit_code < 256 else 1)
     if not json and result.model:
         console.out.print(str(result.model))
+
+
+def _image(image: str | None, spec: Path | None) -> str:
+    # Only without an image is the spec read: that loads the build library (pydantic, jinja2), a tenth of a second.
+    return image if image is not None else build_lib.default_image(None, spec)
 
 
 ISOLATION_HINT = (
@@ -259,7 +264,7 @@ def shell_command(
     Inside, `smimg-train train` runs the entrypoint by hand; /opt/ml is what SageMaker would give host algo-1.
     """
     job = local_lib.make_job(
-        build_lib.default_image(image, spec),
+        _image(image, spec),
         instances=instances,
         inputs=inputs or (),
         hyperparameters=hp or (),

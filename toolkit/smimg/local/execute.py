@@ -142,27 +142,43 @@ def prepare(plan: LocalPlan, engine: Engine, say: Callable[[str], None]) -> None
 
     Raises:
         ImageNotFound: the image is not local.
-        LocalError: a container of this name runs (started outside this machine's smimg runs), or the run folder
-            is not one smimg made.
+        LocalError: a container of this job runs (started outside this machine's smimg runs), a container or network
+            of its names is not one smimg made for it, or the run folder is not one smimg made.
     """
     images.require(plan.job.image, "to run", "build it with `smimg build` (local mode never pulls)", engine)
-    existing = [plan.container(h.name) for h in plan.hosts if engine.container_exists(plan.container(h.name))]
-    running = [name for name in existing if not _stopped(engine, name)]
+    leftovers = _leftovers(plan, engine)
+    _set_aside_run_dir(plan, say)
+    write_run_dir(plan)
+    if leftovers:
+        say(f"smimg: removing what an earlier run of {plan.job.name} left behind")
+        _down(plan, engine)
+
+
+def _leftovers(plan: LocalPlan, engine: Engine) -> bool:
+    """Whether an earlier run of the job left containers (of any host count) or its network; refuse what is still
+    running, or is not smimg's for this job."""
+    ours = engine.labelled(contract.LABEL_JOB, plan.project)
+    running = [name for name in ours if not _stopped(engine, name)]
     if running:
         raise LocalError(
             f"job {plan.job.name}'s containers are running outside smimg's control: {', '.join(running)}",
             f"stop them (`{_removal_command(plan, running)}`) or choose another --job-name",
         )
-    _set_aside_run_dir(plan, say)
-    write_run_dir(plan)
-    if existing or engine.network_exists(plan.network):
-        say(f"smimg: removing what an earlier run of {plan.job.name} left behind")
-        _down(plan, engine)
+    strangers = [c.name for c in plan.containers if c.name not in ours and engine.container_exists(c.name)]
+    network = engine.network_labels(plan.network)
+    if network is not None and network.get(contract.LABEL_JOB) != plan.project:
+        strangers.append(f"network {plan.network}")
+    if strangers:
+        raise LocalError(
+            f"{', '.join(strangers)} already exist and smimg did not make them for job {plan.job.name}",
+            "choose another --job-name, or remove them if they are yours to remove",
+        )
+    return bool(ours) or network is not None
 
 
 def _up(plan: LocalPlan, engine: Engine) -> None:
     """Create the job's network and every host, then start them (as on SageMaker, no host waits for another)."""
-    engine.create_network(plan.network, internal=plan.internal)
+    engine.create_network(plan.network, internal=plan.internal, labels=plan.labels)
     for container in plan.containers:
         engine.create_container(container)
     for container in plan.containers:
@@ -170,9 +186,14 @@ def _up(plan: LocalPlan, engine: Engine) -> None:
 
 
 def _down(plan: LocalPlan, engine: Engine) -> None:
-    """Remove the job's containers and network. Hosts still running get SIGTERM and ``DOWN_GRACE`` seconds, all
-    at once, to end as a stopped job ends (saving checkpoints), before they are killed."""
-    names = [c.name for c in plan.containers if engine.container_exists(c.name)]
+    """Remove the job's containers (any its earlier runs left too) and network, each tried even when one fails.
+    Hosts still running get SIGTERM and ``DOWN_GRACE`` seconds, all at once, to end as a stopped job ends (saving
+    checkpoints), before they are killed.
+
+    Raises:
+        LocalError: the engine refused a removal (the first refusal; the rest were still tried).
+    """
+    names = engine.labelled(contract.LABEL_JOB, plan.project)
     running = [name for name in names if not _stopped(engine, name)]
     for name in running:
         engine.kill(name, "SIGTERM")
@@ -180,9 +201,19 @@ def _down(plan: LocalPlan, engine: Engine) -> None:
     while running and time.monotonic() < deadline:
         time.sleep(0.1)
         running = [name for name in running if not _stopped(engine, name)]
+    refused: list[LocalError] = []  # a lost engine (DockerUnavailable) ends the clean-up: nothing else would work
     for name in names:
-        engine.remove_container(name)
-    engine.remove_network(plan.network)
+        try:
+            engine.remove_container(name)
+        except LocalError as exc:
+            refused.append(exc)
+    try:
+        if (engine.network_labels(plan.network) or {}).get(contract.LABEL_JOB) == plan.project:
+            engine.remove_network(plan.network)
+    except LocalError as exc:
+        refused.append(exc)
+    if refused:
+        raise refused[0]
 
 
 def _stopped(engine: Engine, container: str) -> bool:
@@ -447,7 +478,7 @@ def supervise(
     # Each poll asks the engine about every running host: longer for many hosts. A host's end does not wait for it.
     poll = poll if poll is not None else max(0.1, 0.02 * len(names))
     width = max(len(name) for name in names)
-    # Woken when a log stream closes: a host's end is seen at once, not at the next poll.
+    # Woken when a log stream closes, which is when its host ends: usually seen then, not a poll later.
     closed = threading.Event()
     threads = _follow_logs(plan, engine, say, width, closed)
     ended: dict[str, ContainerState] = {}
@@ -514,7 +545,7 @@ def shell(plan: LocalPlan, command: Sequence[str] = ("/bin/bash",), engine: Engi
         prepare(plan, engine, lambda _line: None)
         first = plan.containers[0]
         try:
-            engine.create_network(plan.network, internal=plan.internal)
+            engine.create_network(plan.network, internal=plan.internal, labels=plan.labels)
             entrypoint, arguments = (command[0],), tuple(command[1:])  # the entrypoint bypassed
             tty = sys.stdin.isatty()  # a terminal only for one: `echo ls | smimg local shell` works too
             engine.create_container(

@@ -58,10 +58,16 @@ class LocalPlan:
     def network(self) -> str:
         return self.project
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """On the job's containers and network: clean-up removes only what carries them."""
+        return {contract.LABEL_JOB: self.project}
+
     def compose_yaml(self) -> str:
         """The containers as a compose file. Compose interpolates ``$`` in every value: written as ``$$``, each of
         the user's values (environment, paths, names) reaches the container exactly as typed."""
         network: dict[str, Any] = {"name": self.network, **({"internal": True} if self.internal else {})}
+        network["labels"] = self.labels
         project = {
             "services": {host.name: _service(c) for host, c in zip(self.hosts, self.containers, strict=True)},
             "networks": {"default": network},
@@ -83,9 +89,11 @@ def _service(container: ContainerSpec) -> dict[str, Any]:
         "image": container.image,
         "container_name": container.name,
         "hostname": container.hostname,
+        **({"entrypoint": list(container.entrypoint)} if container.entrypoint is not None else {}),
         "command": list(container.command),
         "shm_size": container.shm_size,
         "environment": dict(container.environment),
+        "labels": dict(container.labels),
         # The long syntax with a propagation: compose then uses the engine's Mount API, as smimg does.
         "volumes": [
             {"type": "bind", "source": m.source, "target": m.target, "read_only": m.read_only, "bind": _PRIVATE}
@@ -200,6 +208,7 @@ def _container(job: LocalJob, run_dir: Path, host: str, project: str, gpu_ids: t
         # A ContainerEntrypoint of the job's own runs without `train`, as on SageMaker.
         command=job.arguments if job.arguments is not None else () if job.entrypoint else (contract.TRAIN_COMMAND,),
         environment=tuple({contract.TRAINING_JOB_NAME_ENV: job.name, **dict(job.env)}.items()),
+        labels=((contract.LABEL_JOB, project),),
         mounts=tuple(mounts),
         shm_size=SHM_SIZE,
         gpu_ids=gpu_ids,
