@@ -16,7 +16,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -331,7 +330,7 @@ def bench_api(image: str, repeats: int) -> dict[str, float]:
             typed.append(timed(lambda m: smimg_local(image, m), False))
         return {"smimg local run": median(typed), "CreateTrainingJob -> Completed": median(through_api)}
     finally:
-        server.send_signal(signal.SIGINT)
+        server.terminate()  # as Ctrl-C (a background `make bench` ignores SIGINT, and so would the server)
         server.wait(timeout=120)
 
 

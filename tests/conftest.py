@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -123,6 +124,27 @@ def job_image(standin_image: str) -> str:
     from smimg.spec import load_spec
 
     return build.build(load_spec(Path(__file__).parent / "fixtures" / "job")).tags[0]
+
+
+@pytest.fixture(scope="session")
+def local_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`smimg local api` in a subprocess, as a user runs it: its AWS_ENDPOINT_URL. Jobs named smimg-api-* run
+    there; at the end Ctrl-C must stop what still runs and leave none of their containers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    server = subprocess.Popen(
+        [*SMIMG, "local", "api", "--port", "0", "--state", str(tmp_path_factory.mktemp("api"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    assert line.startswith("export AWS_ENDPOINT_URL="), line + server.communicate(timeout=30)[1]
+    yield line.strip().split("=", 1)[1]
+    server.send_signal(signal.SIGINT)  # Ctrl-C: jobs still running are stopped, their hosts removed
+    _, err = server.communicate(timeout=200)
+    assert server.returncode == 130, err
+    from smimg.adapters.docker_engine import default_engine
+
+    assert not default_engine().sdk.containers.list(all=True, filters={"name": "smimg-api-"}), err
 
 
 @pytest.fixture(scope="session")

@@ -5,19 +5,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from smimg.adapters.docker_engine import default_engine
-from tests.conftest import SMIMG
 
 pytestmark = pytest.mark.docker
 
@@ -27,20 +22,8 @@ ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    server = subprocess.Popen(
-        [*SMIMG, "local", "api", "--port", "0", "--state", str(tmp_path_factory.mktemp("api"))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    assert line.startswith("export AWS_ENDPOINT_URL="), line + server.communicate(timeout=30)[1]
-    yield line.strip().split("=", 1)[1]
-    server.send_signal(signal.SIGINT)  # Ctrl-C: jobs still running are stopped, their hosts removed
-    _, err = server.communicate(timeout=200)
-    assert server.returncode == 130, err
-    assert not default_engine().sdk.containers.list(all=True, filters={"name": "smimg-api-"}), err
+def endpoint(local_api: str) -> str:
+    return local_api
 
 
 def client(endpoint: str, service: str) -> Any:

@@ -92,3 +92,7 @@ class RegistryAuthError(PushError):
 
 class LocalError(SmimgError):
     """A local job cannot start (bad input, a clash, an engine's refusal) or failed on one of its hosts."""
+
+
+class LaunchError(SmimgError):
+    """A cloud job cannot be launched as asked (bad input, a limit SageMaker would refuse), or it failed."""

@@ -47,12 +47,16 @@ def call(method: Callable[..., Any], doing: str, *, missing: frozenset[str] = fr
     return None
 
 
-def paginate(client: Any, operation: str, doing: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """The pages of a paginated operation; errors while fetching any page are mapped like ``call``'s."""
+def paginate(
+    client: Any, operation: str, doing: str, *, missing: frozenset[str] = frozenset(), **kwargs: Any
+) -> Iterator[dict[str, Any]]:
+    """The pages of a paginated operation; errors while fetching any page are mapped like ``call``'s (codes in
+    ``missing`` end the pages)."""
     method = getattr(client, operation)
     pages = iter(client.get_paginator(operation).paginate(**kwargs))
     while True:
-        with _mapped(method, doing):
+        page = None
+        with _mapped(method, doing, missing):
             page = next(pages, None)
         if page is None:
             return

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from smimg import __version__, interrupts
-from smimg.cli import build, console, dev, local, push
+from smimg.cli import build, console, dev, launch, local, push
 from smimg.errors import SmimgError
 
 try:  # typer vendors click from 0.26 on; before, it used click itself
@@ -37,7 +37,9 @@ app.command("inspect")(build.inspect_command)
 app.command("check")(build.check_command)
 app.command("push")(push.push_command)
 app.command("login")(push.login_command)
+app.command("launch")(launch.launch_command)
 app.add_typer(local.app, name="local")
+app.add_typer(launch.jobs_app, name="jobs")
 app.add_typer(dev.app, name="dev")
 
 

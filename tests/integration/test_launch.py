@@ -1,0 +1,121 @@
+"""`smimg launch` and `smimg jobs` end to end against the local SageMaker API, with real containers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SMIMG
+
+pytestmark = pytest.mark.docker
+
+RESUME = Path(__file__).parent.parent / "fixtures" / "resume"
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return env | {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SMIMG_ROLE": ROLE,
+    }
+
+
+def s3(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
+    )
+
+
+def launch_args(job_image: str, name: str, steps: str) -> list[str]:
+    return [
+        "launch", f"{ECR}/{job_image}", "-n", "2", "--instance-type", "ml.m5.xlarge",
+        "--input", "train=s3://launching/data", "--source-dir", str(RESUME), "--entry-point", "resume.py",
+        "--hp", f"steps={steps}", "--env", "SMIMG_LAUNCHER=python", "--output", "s3://launching/out",
+        "--job-name", name,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bucket(local_api: str) -> str:
+    client = s3(local_api)
+    client.create_bucket(Bucket="launching")
+    client.put_object(Bucket="launching", Key="data/part-0", Body=b"x")
+    return "launching"
+
+
+def test_a_launched_job_is_watched_to_its_end_with_every_hosts_lines_and_its_model(
+    local_api: str, bucket: str, job_image: str
+) -> None:
+    proc = subprocess.run(
+        [*SMIMG, *launch_args(job_image, "smimg-api-launch", "4")],
+        env=aws_env(local_api), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for line in ("smimg: Starting", "smimg: Training", "algo-1 | DONE algo-1 step=4", "algo-2 | DONE algo-2 step=4"):
+        assert line in proc.stderr, proc.stderr[-4000:]
+    assert "job smimg-api-launch completed" in proc.stderr
+    assert proc.stdout.strip() == "s3://launching/out/smimg-api-launch/output/model.tar.gz"
+    s3(local_api).head_object(Bucket=bucket, Key="out/smimg-api-launch/output/model.tar.gz")
+
+
+def test_a_failing_job_exits_non_zero_with_its_failure_reason(local_api: str, bucket: str, job_image: str) -> None:
+    proc = subprocess.run(
+        [*SMIMG, *launch_args(job_image, "smimg-api-launch-fail", "ten")],
+        env=aws_env(local_api), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-4000:]
+    assert "job smimg-api-launch-fail failed: Failed" in proc.stderr
+    assert "failure reason: ExitCode 2 on algo-" in proc.stderr and "invalid int value: 'ten'" in proc.stderr
+
+
+def test_ctrl_c_detaches_then_jobs_stop_and_attach_see_it_stopped(local_api: str, bucket: str, job_image: str) -> None:
+    launched = subprocess.Popen(
+        [*SMIMG, *launch_args(job_image, "smimg-api-launch-detach", "100000")],
+        env=aws_env(local_api), stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert launched.stderr is not None
+    for line in launched.stderr:  # until a host's first line: the job is training
+        if "START algo-" in line:
+            break
+    launched.send_signal(signal.SIGINT)
+    _, err = launched.communicate(timeout=30)
+    assert launched.returncode == 130, err
+    assert "detached; smimg-api-launch-detach keeps running: `smimg jobs attach smimg-api-launch-detach`" in err
+    stopped = subprocess.run(
+        [*SMIMG, "jobs", "stop", "smimg-api-launch-detach"], env=aws_env(local_api), capture_output=True, text=True
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    started = time.monotonic()
+    attached = subprocess.run(
+        [*SMIMG, "jobs", "attach", "smimg-api-launch-detach", "--json"],
+        env=aws_env(local_api), capture_output=True, text=True, timeout=200,
+    )  # fmt: skip
+    assert attached.returncode == 1, attached.stderr
+    assert '"status": "Stopped"' in attached.stdout and time.monotonic() - started < 60
+    assert "algo-1 | START algo-1 step=0" in attached.stderr  # attach shows the job's lines from the first
+
+
+def test_an_empty_input_is_refused_before_a_job_is_created(local_api: str, bucket: str, job_image: str) -> None:
+    args = launch_args(job_image, "smimg-api-launch-empty", "1")
+    args[args.index("train=s3://launching/data")] = "train=s3://launching/nothing-here"
+    proc = subprocess.run([*SMIMG, *args], env=aws_env(local_api), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: --input train=s3://launching/nothing-here holds no objects"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 2  # the error and its hint, no traceback
+    listed = subprocess.run(
+        [*SMIMG, "jobs", "attach", "smimg-api-launch-empty"], env=aws_env(local_api), capture_output=True, text=True
+    )
+    assert listed.returncode == 1 and "Requested resource not found" in listed.stderr

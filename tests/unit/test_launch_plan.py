@@ -1,0 +1,107 @@
+"""plan_launch: a job becomes its CreateTrainingJob request, compared whole; what SageMaker would refuse is refused
+before anything is uploaded."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from smimg import cloud
+from smimg.errors import LaunchError
+from tests.conftest import smimg_cli
+
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+JOB = cloud.CloudJob(
+    image="123456789012.dkr.ecr.us-east-1.amazonaws.com/team/bert@sha256:" + "a" * 64,
+    role=ROLE,
+    output="s3://bucket/out/",
+    instance_type="ml.g5.2xlarge",
+    name="bert-1",
+    instances=2,
+    channels=(("train", "s3://bucket/train"),),
+    hyperparameters=(("epochs", 3), ("note", "it's $HOME")),
+    source_dir=Path("/src"),
+    entry_point="train.py",
+    env=(("WANDB_MODE", "offline"),),
+    max_run=3600,
+    checkpoints="s3://bucket/ckpt",
+    spot=True,
+    tags=(("team", "nlp"),),
+)
+
+
+def test_a_job_becomes_its_create_training_job_request() -> None:
+    plan = cloud.plan_launch(JOB)
+    assert plan.code_uri == "s3://bucket/out/bert-1/source/sourcedir.tar.gz"
+    assert plan.request == {
+        "TrainingJobName": "bert-1",
+        "AlgorithmSpecification": {"TrainingImage": JOB.image, "TrainingInputMode": "File"},
+        "RoleArn": ROLE,
+        # JSON-encoded as the SageMaker SDK sends them; script mode's keys point at the uploaded code.
+        "HyperParameters": {
+            "epochs": "3",
+            "note": '"it\'s $HOME"',
+            "sagemaker_program": '"train.py"',
+            "sagemaker_submit_directory": '"s3://bucket/out/bert-1/source/sourcedir.tar.gz"',
+        },
+        "OutputDataConfig": {"S3OutputPath": "s3://bucket/out"},
+        "ResourceConfig": {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 3600},
+        "EnableNetworkIsolation": False,
+        "InputDataConfig": [
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": "s3://bucket/train",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "InputMode": "File",
+            }
+        ],
+        "Environment": {"WANDB_MODE": "offline"},
+        "CheckpointConfig": {"S3Uri": "s3://bucket/ckpt", "LocalPath": "/opt/ml/checkpoints"},
+        "EnableManagedSpotTraining": True,
+        "Tags": [{"Key": "team", "Value": "nlp"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"role": "SageMakerRole"}, "--role 'SageMakerRole' is not an IAM role ARN"),
+        ({"channels": (("train", "/data/train"),)}, "--input train=/data/train is not an S3 URI"),
+        ({"output": "bucket/out"}, "--output bucket/out is not an S3 URI"),
+        ({"name": "bert_1"}, "SageMaker would refuse this job: 1 validation error detected: Value 'bert_1' at"),
+        ({"instances": 0}, "SageMaker would refuse this job"),
+        ({"max_wait": 60}, "--max-wait 60 is below --max-run 3600"),
+        ({"spot": False, "max_wait": 7200}, "--max-wait is for spot jobs"),
+        ({"hyperparameters": tuple((f"k{i}", i) for i in range(101))}, "SageMaker would refuse this job: 1 validation"),
+        ({"entry_point": None}, "--source-dir needs --entry-point"),
+    ],
+)
+def test_what_sagemaker_or_smimg_cannot_run_is_refused_before_anything_is_uploaded(
+    change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(LaunchError, match="^" + message.replace("(", r"\(").replace("$", r"\$")):
+        cloud.plan_launch(replace(JOB, **change))  # type: ignore[arg-type]
+
+
+def test_dry_run_prints_the_request_and_calls_no_aws(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    cli = smimg_cli(
+        "launch", JOB.image, "--instance-type", "ml.g5.2xlarge", "--role", ROLE, "--output", "s3://bucket/out",
+        "--source-dir", str(tmp_path), "--entry-point", "train.py", "--job-name", "bert-1", "--dry-run",
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    request = json.loads(cli.stdout)
+    assert (
+        request["HyperParameters"]["sagemaker_submit_directory"] == '"s3://bucket/out/bert-1/source/sourcedir.tar.gz"'
+    )
+    missing = smimg_cli("launch", JOB.image, "--instance-type", "ml.g5.2xlarge", "--output", "s3://b/o", "--dry-run")
+    assert missing.returncode == 1 and missing.stderr.startswith("error: no IAM role for the job"), missing.stderr

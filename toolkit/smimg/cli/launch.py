@@ -1,0 +1,138 @@
+"""`smimg launch` and `smimg jobs`: the job `smimg local run` rehearsed, on SageMaker, watched to its end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from smimg import cloud
+from smimg.cli import console
+from smimg.cli.local import EntryPoint, Env, HyperparameterFile, Hyperparameters, Instances
+from smimg.cli.options import Json
+
+Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Channel NAME=s3://bucket/prefix; repeatable.")]
+SourceDir = Annotated[
+    Path | None, typer.Option("--source-dir", help="Script mode: this code folder, uploaded (no rebuild for edits).")
+]
+Region = Annotated[str | None, typer.Option("--region", help="AWS region. Default: AWS_REGION, then the profile's.")]
+
+jobs_app = typer.Typer(help="SageMaker training jobs: watch one again, or stop it.", no_args_is_help=True)
+
+
+def launch_command(
+    image: Annotated[str, typer.Argument(help="The image's registry URI (ECR), as `smimg push` printed it.")],
+    instance_type: Annotated[str, typer.Option("--instance-type", help="e.g. ml.g5.2xlarge.")],
+    role: Annotated[
+        str | None, typer.Option("--role", envvar="SMIMG_ROLE", help="IAM role ARN SageMaker assumes (SMIMG_ROLE).")
+    ] = None,
+    instances: Instances = 1,
+    inputs: Inputs = None,
+    hp: Hyperparameters = None,
+    hp_file: HyperparameterFile = None,
+    source_dir: SourceDir = None,
+    entry_point: EntryPoint = None,
+    env: Env = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", help="S3OutputPath. Default: s3://sagemaker-REGION-ACCOUNT/smimg (the SDK's bucket)."),
+    ] = None,
+    job_name: Annotated[str | None, typer.Option("--job-name", help="TrainingJobName. Default: smimg-TIME.")] = None,
+    max_run: Annotated[int, typer.Option("--max-run", help="MaxRuntimeInSeconds.")] = cloud.plan.DEFAULT_MAX_RUN,
+    spot: Annotated[bool, typer.Option("--spot", help="Managed spot training (save checkpoints on SIGTERM).")] = False,
+    max_wait: Annotated[
+        int | None, typer.Option("--max-wait", help="Spot: MaxWaitTimeInSeconds (>= --max-run). Default: --max-run.")
+    ] = None,
+    checkpoints: Annotated[
+        str | None, typer.Option("--checkpoints", help="CheckpointConfig.S3Uri: synced with /opt/ml/checkpoints.")
+    ] = None,
+    network_isolation: Annotated[
+        bool, typer.Option("--network-isolation", help="EnableNetworkIsolation: the hosts reach only each other.")
+    ] = False,
+    volume_size: Annotated[
+        int, typer.Option("--volume-size", help="VolumeSizeInGB per instance.")
+    ] = cloud.plan.DEFAULT_VOLUME_GB,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE tag on the job; repeatable.")] = None,
+    region: Region = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the CreateTrainingJob request; launch nothing.")
+    ] = False,
+    stop_on_interrupt: Annotated[
+        bool, typer.Option("--stop-on-interrupt", help="Ctrl-C stops the job (default: it detaches, the job runs on).")
+    ] = False,
+    json: Json = False,
+) -> None:
+    """Run IMAGE as a SageMaker training job and watch it to its end: status changes and every host's lines.
+
+    The job is given as to `smimg local run` (-n, --input, --hp, --hp-file, --env, --source-dir with --entry-point:
+    the code is uploaded, so an edit needs no rebuild), with what only the cloud needs. It is checked against
+    SageMaker's limits before anything is uploaded or billed (`--dry-run` prints the request). The exit code
+    mirrors the job: 0 Completed, 1 Failed or Stopped (its FailureReason printed), 124 MaxRuntimeExceeded. Ctrl-C
+    detaches: the job keeps running and `smimg jobs attach JOB` watches it again.
+
+    Example: `smimg launch ACCOUNT.dkr.ecr.REGION.amazonaws.com/team/bert:abc -n 2 --instance-type ml.g5.2xlarge
+    --input train=s3://bucket/train --source-dir src --entry-point train.py`
+    """
+    job = cloud.make_cloud_job(
+        image,
+        instance_type=instance_type,
+        role=role,
+        output=output,
+        region=region,
+        instances=instances,
+        inputs=inputs or (),
+        hyperparameters=hp or (),
+        hyperparameter_file=hp_file,
+        source_dir=source_dir,
+        entry_point=entry_point,
+        env=env or (),
+        name=job_name,
+        max_run=max_run,
+        volume_gb=volume_size,
+        network_isolation=network_isolation,
+        checkpoints=checkpoints,
+        spot=spot,
+        max_wait=max_wait,
+        tags=tag or (),
+    )
+    plan = cloud.plan_launch(job)
+    if dry_run:
+        console.out.print(plan.as_json(), markup=False)
+        return
+    result = cloud.launch(plan, console.line_printer(), region=region, stop_on_interrupt=stop_on_interrupt)
+    _report(result, json)
+
+
+@jobs_app.command("attach")
+def attach_command(
+    job: Annotated[str, typer.Argument(help="TrainingJobName.")],
+    region: Region = None,
+    stop_on_interrupt: Annotated[bool, typer.Option("--stop-on-interrupt", help="Ctrl-C stops the job.")] = False,
+    json: Json = False,
+) -> None:
+    """Watch a training job (launched here or anywhere) to its end, from its first log line; exit as it ended."""
+    _report(cloud.attach(job, console.line_printer(), region=region, stop_on_interrupt=stop_on_interrupt), json)
+
+
+@jobs_app.command("stop")
+def stop_command(job: Annotated[str, typer.Argument(help="TrainingJobName.")], region: Region = None) -> None:
+    """Stop a training job: SageMaker sends every host SIGTERM, then SIGKILL 120 s later."""
+    cloud.stop(job, region)
+    console.err.print(f"stopping {job}; `smimg jobs attach {job}` watches it end")
+
+
+def _report(result: cloud.CloudResult, json: bool) -> None:
+    if json:
+        console.print_json({**result.__dict__, "exit_code": result.exit_code})
+    else:
+        verdict = "[green]completed[/]" if result.exit_code == 0 else f"[bold red]{result.status.lower()}[/]"
+        seconds = f" ({result.billable_seconds} s billable)" if result.billable_seconds is not None else ""
+        console.err.print(f"job {result.name} {verdict}: {result.secondary}{seconds}")
+        if result.failure:
+            console.err.print("[bold red]failure reason:[/] ", end="")
+            console.err.print(result.failure, markup=False)
+        if result.model:
+            console.out.print(result.model, markup=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -1,0 +1,136 @@
+"""`smimg launch`'s planner: a job, given as `smimg local run` takes it, becomes the CreateTrainingJob request. Pure.
+
+The request is checked by the local SageMaker API's own planner (``training_api.plan``), with SageMaker's limits and
+wording, so a job that SageMaker would refuse is refused here, before anything is uploaded or billed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smimg.errors import LaunchError
+from smimg.local.job import S3_URI
+from smimg.training_api.plan import ApiError, plan_training
+from smimg_entrypoint import contract
+
+DEFAULT_MAX_RUN = 24 * 3600  # SageMaker's own default for MaxRuntimeInSeconds
+DEFAULT_VOLUME_GB = 30
+CODE_ARCHIVE = "sourcedir.tar.gz"  # the name the SageMaker SDK gives script-mode code, which toolkits expect
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+
+
+@dataclass(frozen=True)
+class CloudJob:
+    """What to launch: the local job's inputs (S3 channels instead of folders) and what only the cloud needs."""
+
+    image: str
+    role: str
+    output: str  # S3OutputPath
+    instance_type: str
+    name: str
+    instances: int = 1
+    channels: tuple[tuple[str, str], ...] = ()  # name, s3:// URI
+    hyperparameters: tuple[tuple[str, Any], ...] = ()
+    source_dir: Path | None = None
+    entry_point: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    max_run: int = DEFAULT_MAX_RUN
+    volume_gb: int = DEFAULT_VOLUME_GB
+    network_isolation: bool = False
+    checkpoints: str | None = None  # CheckpointConfig.S3Uri
+    spot: bool = False
+    max_wait: int | None = None  # spot only; default: max_run
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    job: CloudJob
+    request: Mapping[str, Any] = field(hash=False)  # CreateTrainingJob's parameters, as boto3 takes them
+    code_uri: str | None  # where the script-mode code archive goes, when there is one
+
+    def as_json(self) -> str:
+        return json.dumps(self.request, indent=2, sort_keys=True)
+
+
+def plan_launch(job: CloudJob) -> LaunchPlan:
+    """The CreateTrainingJob request for a job, checked as SageMaker would check it.
+
+    Raises:
+        LaunchError: an input SageMaker would refuse (named, with its limit), or one smimg cannot use.
+    """
+    _check(job)
+    output = job.output.rstrip("/")
+    code_uri = f"{output}/{job.name}/source/{CODE_ARCHIVE}" if job.source_dir is not None else None
+    request: dict[str, Any] = {
+        "TrainingJobName": job.name,
+        "AlgorithmSpecification": {"TrainingImage": job.image, "TrainingInputMode": "File"},
+        "RoleArn": job.role,
+        "HyperParameters": _hyperparameters(job, code_uri),
+        "OutputDataConfig": {"S3OutputPath": output},
+        "ResourceConfig": {
+            "InstanceType": job.instance_type,
+            "InstanceCount": job.instances,
+            "VolumeSizeInGB": job.volume_gb,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": job.max_run},
+        "EnableNetworkIsolation": job.network_isolation,
+    }
+    if job.channels:
+        request["InputDataConfig"] = [_channel(name, uri) for name, uri in job.channels]
+    if job.env:
+        request["Environment"] = dict(job.env)
+    if job.checkpoints:
+        request["CheckpointConfig"] = {"S3Uri": job.checkpoints, "LocalPath": contract.opt_ml(contract.CHECKPOINTS_DIR)}
+    if job.spot:
+        request["EnableManagedSpotTraining"] = True
+        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = job.max_wait or job.max_run
+    if job.tags:
+        request["Tags"] = [{"Key": key, "Value": value} for key, value in job.tags]
+    try:
+        plan_training(request)
+    except ApiError as exc:
+        raise LaunchError(f"SageMaker would refuse this job: {exc.message}", "change the input it names") from None
+    return LaunchPlan(job, request, code_uri)
+
+
+def _check(job: CloudJob) -> None:
+    if not ROLE_ARN.match(job.role):
+        raise LaunchError(
+            f"--role {job.role!r} is not an IAM role ARN",
+            "pass arn:aws:iam::ACCOUNT:role/NAME of a role SageMaker may assume (the console's SageMaker "
+            "execution role, or `aws iam list-roles --query 'Roles[].Arn'`)",
+        )
+    for flag, uri in [("--output ", job.output), *((f"--input {n}=", u) for n, u in job.channels)]:
+        if not S3_URI.match(uri):
+            raise LaunchError(f"{flag}{uri} is not an S3 URI", "the cloud reads S3: upload it (`aws s3 sync`) first")
+    if job.checkpoints is not None and not S3_URI.match(job.checkpoints):
+        raise LaunchError(f"--checkpoints {job.checkpoints} is not an S3 URI", "pass s3://BUCKET/PREFIX")
+    if job.source_dir is not None and not job.entry_point:
+        raise LaunchError("--source-dir needs --entry-point", "name the script to run, e.g. --entry-point train.py")
+    if job.max_wait is not None and not job.spot:
+        raise LaunchError("--max-wait is for spot jobs", "add --spot, or leave --max-wait out")
+    if job.spot and job.max_wait is not None and job.max_wait < job.max_run:
+        raise LaunchError(
+            f"--max-wait {job.max_wait} is below --max-run {job.max_run}",
+            "SageMaker needs MaxWaitTimeInSeconds >= MaxRuntimeInSeconds: raise --max-wait",
+        )
+
+
+def _hyperparameters(job: CloudJob, code_uri: str | None) -> dict[str, str]:
+    """JSON-encoded as the SageMaker SDK sends them; script mode's two keys point at the uploaded code."""
+    values: dict[str, Any] = dict(job.hyperparameters)
+    if code_uri is not None:
+        values[contract.HP_PROGRAM] = job.entry_point
+        values[contract.HP_SUBMIT_DIRECTORY] = code_uri
+    return {key: json.dumps(value) for key, value in sorted(values.items())}
+
+
+def _channel(name: str, uri: str) -> dict[str, Any]:
+    source = {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+    return {"ChannelName": name, "DataSource": {"S3DataSource": source}, "InputMode": "File"}
