@@ -126,13 +126,35 @@ def job_image(standin_image: str) -> str:
     return build.build(load_spec(Path(__file__).parent / "fixtures" / "job")).tags[0]
 
 
+SDK_V3 = "sagemaker==3.27.0"
+
+
+@pytest.fixture(scope="session")
+def sdk_v3_python() -> str:
+    """A venv with SDK v3 (it cannot share one with v2), made once per machine and kept: installing takes minutes."""
+    venv = Path.home() / ".cache" / "smimg-tests" / "venvs" / SDK_V3.replace("==", "-")
+    python = venv / "bin" / "python"
+    if not (venv / "ready").is_file():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        installed = subprocess.run([str(python), "-m", "pip", "install", "-q", SDK_V3], capture_output=True, text=True)
+        assert installed.returncode == 0, installed.stderr[-3000:]
+        (venv / "ready").touch()
+    return str(python)
+
+
 @pytest.fixture(scope="session")
 def local_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`smimg local api` in a subprocess, as a user runs it: its AWS_ENDPOINT_URL. Jobs named smimg-api-* run
     there; at the end Ctrl-C must stop what still runs and leave none of their containers."""
+    yield from api_server(tmp_path_factory.mktemp("api"))
+
+
+def api_server(state: Path, *args: str) -> Iterator[str]:
+    """A local API server's endpoint while it serves; then Ctrl-C, which must leave no smimg-api-* container."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     server = subprocess.Popen(
-        [*SMIMG, "local", "api", "--port", "0", "--state", str(tmp_path_factory.mktemp("api"))],
+        [*SMIMG, "local", "api", "--port", "0", "--state", str(state), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert server.stdout is not None

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import SMIMG
+from tests.conftest import SMIMG, api_server
 
 pytestmark = pytest.mark.docker
 
@@ -118,4 +120,39 @@ def test_an_empty_input_is_refused_before_a_job_is_created(local_api: str, bucke
     listed = subprocess.run(
         [*SMIMG, "jobs", "attach", "smimg-api-launch-empty"], env=aws_env(local_api), capture_output=True, text=True
     )
-    assert listed.returncode == 1 and "Requested resource not found" in listed.stderr
+    assert listed.returncode == 1 and "error: no training job smimg-api-launch-empty in us-east-1" in listed.stderr
+    # A taken name is refused before the code is uploaded: that job's code in S3 stays what it ran.
+    code = "out/smimg-api-launch/source/sourcedir.tar.gz"
+    before = s3(local_api).head_object(Bucket=bucket, Key=code)["ETag"]
+    again = subprocess.run(
+        [*SMIMG, *launch_args(job_image, "smimg-api-launch", "1")],
+        env=aws_env(local_api), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert again.returncode == 1, again.stderr
+    assert again.stderr.startswith("error: a training job named smimg-api-launch exists in us-east-1 (Completed)")
+    assert s3(local_api).head_object(Bucket=bucket, Key=code)["ETag"] == before
+
+
+@pytest.fixture
+def spot_api(tmp_path: Path) -> Iterator[str]:
+    """A local API that interrupts every managed spot job once, 5 s in."""
+    yield from api_server(tmp_path / "api", "--spot-interrupt-after", "5")
+
+
+def test_a_spot_job_interrupted_resumes_from_its_checkpoints_and_reports_its_savings(
+    spot_api: str, job_image: str
+) -> None:
+    client = s3(spot_api)
+    client.create_bucket(Bucket="launching")
+    client.put_object(Bucket="launching", Key="data/part-0", Body=b"x")
+    args = launch_args(job_image, "smimg-api-launch-spot", "80")  # 8 s of steps: the reclaim comes mid-way
+    args += ["--spot", "--max-wait", "900", "--max-run", "600", "--checkpoints", "s3://launching/ckpt", "--json"]
+    proc = subprocess.run([*SMIMG, *args], env=aws_env(spot_api), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "smimg: Interrupted" in proc.stderr, proc.stderr[-4000:]
+    saved = [int(line.rsplit("=", 1)[1]) for line in proc.stderr.splitlines() if "| SAVED algo-1 step=" in line]
+    restarted = [int(line.rsplit("=", 1)[1]) for line in proc.stderr.splitlines() if "| START algo-1 step=" in line]
+    assert len(saved) == 1 and restarted == [0, saved[0]], proc.stderr[-4000:]  # resumed where the handler saved
+    assert "algo-2 | DONE algo-2 step=80" in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] == "Completed" and result["billable_seconds"] < result["training_seconds"]

@@ -49,7 +49,8 @@ def test_a_job_becomes_its_create_training_job_request() -> None:
         },
         "OutputDataConfig": {"S3OutputPath": "s3://bucket/out"},
         "ResourceConfig": {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 3600},
+        # Spot's wait defaults to twice the run: room to wait for capacity and to be interrupted.
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200},
         "EnableNetworkIsolation": False,
         "InputDataConfig": [
             {
@@ -83,6 +84,9 @@ def test_a_job_becomes_its_create_training_job_request() -> None:
         ({"spot": False, "max_wait": 7200}, "--max-wait is for spot jobs"),
         ({"hyperparameters": tuple((f"k{i}", i) for i in range(101))}, "SageMaker would refuse this job: 1 validation"),
         ({"entry_point": None}, "--source-dir needs --entry-point"),
+        ({"image": "team/bert:1"}, "team/bert:1 is not an image in ECR"),
+        ({"instance_type": "g5.2xlarge"}, "--instance-type g5.2xlarge is not a SageMaker instance type"),
+        ({"network_isolation": True, "channels": (("code", "s3://b/c"),)}, "--input code= is taken"),
     ],
 )
 def test_what_sagemaker_or_smimg_cannot_run_is_refused_before_anything_is_uploaded(
@@ -90,6 +94,16 @@ def test_what_sagemaker_or_smimg_cannot_run_is_refused_before_anything_is_upload
 ) -> None:
     with pytest.raises(LaunchError, match="^" + message.replace("(", r"\(").replace("$", r"\$")):
         cloud.plan_launch(replace(JOB, **change))  # type: ignore[arg-type]
+
+
+def test_an_isolated_jobs_code_comes_in_as_a_channel_and_the_cloud_takes_more_hosts_than_this_machine() -> None:
+    # No S3 from an isolated container: as the SageMaker SDK does, the code archive is the channel "code".
+    request = cloud.plan_launch(replace(JOB, network_isolation=True, instances=40)).request
+    assert request["InputDataConfig"][-1]["ChannelName"] == "code"
+    assert request["InputDataConfig"][-1]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://bucket/out/bert-1/source/"
+    submit = request["HyperParameters"]["sagemaker_submit_directory"]
+    assert submit == '"/opt/ml/input/data/code/sourcedir.tar.gz"'
+    assert request["EnableNetworkIsolation"] and request["ResourceConfig"]["InstanceCount"] == 40
 
 
 def test_dry_run_prints_the_request_and_calls_no_aws(tmp_path: Path) -> None:

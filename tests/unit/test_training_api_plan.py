@@ -101,6 +101,15 @@ def test_verbatim_values_reach_hyperparameters_json_unchanged() -> None:
         ({"ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 0}}, "at 'resourceConfig.instanceCount'"),
         ({"StoppingCondition": {"MaxRuntimeInSeconds": 30 * 24 * 3600}}, "stoppingCondition.maxRuntimeInSeconds"),
         ({"AlgorithmSpecification": {"AlgorithmName": "xgboost"}}, "AlgorithmSpecification.TrainingImage is required"),
+        ({"EnableManagedSpotTraining": True}, "Invalid MaxWaitTimeInSeconds. It must be present and be greater"),
+        (
+            {
+                "EnableManagedSpotTraining": True,
+                "StoppingCondition": {"MaxRuntimeInSeconds": 60, "MaxWaitTimeInSeconds": 30},
+            },
+            "Invalid MaxWaitTimeInSeconds",
+        ),
+        ({"StoppingCondition": {"MaxWaitTimeInSeconds": 60}}, "MaxWaitTimeInSeconds is only valid with EnableManaged"),
     ],
 )
 def test_what_sagemaker_refuses_is_refused_with_its_exception_and_wording(change: dict[str, Any], message: str) -> None:

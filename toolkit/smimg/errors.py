@@ -96,3 +96,9 @@ class LocalError(SmimgError):
 
 class LaunchError(SmimgError):
     """A cloud job cannot be launched as asked (bad input, a limit SageMaker would refuse), or it failed."""
+
+
+class WatchLost(SmimgError):
+    """Watching a cloud job failed (throttled, network, credentials expired): the job itself runs on."""
+
+    exit_code = 3  # not the job's outcome: a script can tell "failed" (1) from "unknown" (3)

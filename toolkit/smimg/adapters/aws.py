@@ -17,7 +17,7 @@ from smimg.errors import AwsError
 
 CREDENTIALS_HINT = (
     "configure AWS credentials (`aws configure`, `aws sso login`, AWS_PROFILE, or AWS_ACCESS_KEY_ID/"
-    "AWS_SECRET_ACCESS_KEY); for a base image you already have locally, use --base IMAGE instead"
+    "AWS_SECRET_ACCESS_KEY)"
 )
 _DENIED = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"}
 

@@ -25,7 +25,7 @@ from smimg.build.bases import ResolvedBase, resolve_base
 from smimg.build.explain import explain_failure
 from smimg.build.plan import BuildPlan, plan_build
 from smimg.engine import Engine, Image
-from smimg.errors import BaseImageError, BuildError, CommandError, DockerUnavailable
+from smimg.errors import AwsError, BaseImageError, BuildError, CommandError, DockerUnavailable
 from smimg.refs import ImageRef
 from smimg.spec import LoadedSpec, load_spec
 
@@ -85,7 +85,10 @@ def base_digest(
 
 def _pull(base: ResolvedBase, engine: Engine, on_line: Callable[[str], None] | None) -> None:
     location = ImageRef.parse(base.ref).ecr
-    auth = ecr.registry_auth(*location).auth_config() if location else None
+    try:
+        auth = ecr.registry_auth(*location).auth_config() if location else None
+    except AwsError as exc:
+        raise AwsError(exc.message, f"{exc.hint}; for a base image already here, pass --base IMAGE") from None
     if on_line:
         on_line(f"pulling base {base.ref} (DLCs are several GB; this happens once)")
     try:

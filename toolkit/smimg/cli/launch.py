@@ -9,8 +9,7 @@ import typer
 
 from smimg import cloud
 from smimg.cli import console
-from smimg.cli.local import EntryPoint, Env, HyperparameterFile, Hyperparameters, Instances
-from smimg.cli.options import Json
+from smimg.cli.options import EntryPoint, Env, HyperparameterFile, Hyperparameters, Instances, Json
 
 Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Channel NAME=s3://bucket/prefix; repeatable.")]
 SourceDir = Annotated[
@@ -100,7 +99,8 @@ def launch_command(
     if dry_run:
         console.out.print(plan.as_json(), markup=False)
         return
-    result = cloud.launch(plan, console.line_printer(), region=region, stop_on_interrupt=stop_on_interrupt)
+    where = cloud.resolve_region(region)
+    result = cloud.launch(plan, console.line_printer(), region=where, stop_on_interrupt=stop_on_interrupt)
     _report(result, json)
 
 
@@ -112,13 +112,14 @@ def attach_command(
     json: Json = False,
 ) -> None:
     """Watch a training job (launched here or anywhere) to its end, from its first log line; exit as it ended."""
-    _report(cloud.attach(job, console.line_printer(), region=region, stop_on_interrupt=stop_on_interrupt), json)
+    where = cloud.resolve_region(region)
+    _report(cloud.attach(job, console.line_printer(), region=where, stop_on_interrupt=stop_on_interrupt), json)
 
 
 @jobs_app.command("stop")
 def stop_command(job: Annotated[str, typer.Argument(help="TrainingJobName.")], region: Region = None) -> None:
     """Stop a training job: SageMaker sends every host SIGTERM, then SIGKILL 120 s later."""
-    cloud.stop(job, region)
+    cloud.stop(job, cloud.resolve_region(region))
     console.err.print(f"stopping {job}; `smimg jobs attach {job}` watches it end")
 
 
@@ -127,7 +128,11 @@ def _report(result: cloud.CloudResult, json: bool) -> None:
         console.print_json({**result.__dict__, "exit_code": result.exit_code})
     else:
         verdict = "[green]completed[/]" if result.exit_code == 0 else f"[bold red]{result.status.lower()}[/]"
-        seconds = f" ({result.billable_seconds} s billable)" if result.billable_seconds is not None else ""
+        seconds = ""
+        if result.billable_seconds is not None and result.training_seconds:
+            seconds = f" ({result.training_seconds} s training, {result.billable_seconds} s billable"
+            saved = 1 - result.billable_seconds / result.training_seconds
+            seconds += f", spot savings {saved:.0%})" if saved > 0 else ")"
         console.err.print(f"job {result.name} {verdict}: {result.secondary}{seconds}")
         if result.failure:
             console.err.print("[bold red]failure reason:[/] ", end="")

@@ -11,7 +11,7 @@ from smimg import build as build_lib
 from smimg import local as local_lib
 from smimg import resources
 from smimg.cli import console
-from smimg.cli.options import Json, SpecPath
+from smimg.cli.options import EntryPoint, Env, HyperparameterFile, Hyperparameters, Instances, Json, SpecPath
 
 app = typer.Typer(
     help="Run an image as a SageMaker job on this machine: N `algo-i` containers with SageMaker's /opt/ml tree.",
@@ -19,25 +19,16 @@ app = typer.Typer(
 )
 
 Image = Annotated[str | None, typer.Argument(help="Local image. Default: the image the spec builds now.")]
-Instances = Annotated[int, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N).")]
 Inputs = Annotated[
     list[str] | None,
     typer.Option("--input", "-i", help="Channel NAME=PATH, NAME=file://PATH or NAME=s3://bucket/prefix; repeatable."),
 ]
-Hyperparameters = Annotated[
-    list[str] | None, typer.Option("--hp", help="Hyperparameter key=value (JSON values: 3, 0.1, true); repeatable.")
-]
-HyperparameterFile = Annotated[
-    Path | None, typer.Option("--hp-file", help="JSON object of hyperparameters; --hp values override it.")
-]
 SourceDir = Annotated[
     Path | None, typer.Option("--source-dir", help="Script mode: mount this code folder (no rebuild for edits).")
 ]
-EntryPoint = Annotated[str | None, typer.Option("--entry-point", help="Script mode: the script in --source-dir.")]
 Gpus = Annotated[
     str | None, typer.Option("--gpus", help="all, or a total count; split into equal disjoint per-host slices.")
 ]
-Env = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable K=V for every host.")]
 JobName = Annotated[
     str | None, typer.Option("--job-name", help="TRAINING_JOB_NAME, and the prefix of its containers' names.")
 ]
@@ -284,6 +275,14 @@ def api_command(
         Path | None,
         typer.Option("--state", help="Where jobs, their records and results are kept. Default: ~/.cache/smimg/api."),
     ] = None,
+    spot_interrupt_after: Annotated[
+        float | None,
+        typer.Option(
+            "--spot-interrupt-after",
+            help="Simulate spot reclaims: a job with EnableManagedSpotTraining is interrupted once, this many seconds "
+            "in (SIGTERM to every host, Interrupted), then restarts with its CheckpointConfig restored.",
+        ),
+    ] = None,
 ) -> None:
     """A local SageMaker training API: unchanged launch code runs its job here, on this machine's Docker.
 
@@ -303,4 +302,5 @@ def api_command(
         console.err.print(f"local SageMaker training API on {endpoint}; in another terminal:")
         console.out.print(f"export AWS_ENDPOINT_URL={endpoint}", markup=False)
 
-    serve((state or resources.cache_dir() / "api").resolve(), default_engine(), "127.0.0.1", port, ready)
+    folder = (state or resources.cache_dir() / "api").resolve()
+    serve(folder, default_engine(), "127.0.0.1", port, ready, spot_interrupt_after)

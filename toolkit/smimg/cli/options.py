@@ -60,3 +60,15 @@ def load_optional(spec: Path | None, *, required: bool) -> LoadedSpec | None:
     if spec is None and not required and find_spec_file(Path.cwd()) is None:
         return None
     return load_spec(spec)
+
+
+# The job's flags `local run` and `launch` share: one meaning each.
+Instances = Annotated[int, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N).")]
+Hyperparameters = Annotated[
+    list[str] | None, typer.Option("--hp", help="Hyperparameter key=value (JSON values: 3, 0.1, true); repeatable.")
+]
+HyperparameterFile = Annotated[
+    Path | None, typer.Option("--hp-file", help="JSON object of hyperparameters; --hp values override it.")
+]
+EntryPoint = Annotated[str | None, typer.Option("--entry-point", help="Script mode: the script in --source-dir.")]
+Env = Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable K=V for every host.")]

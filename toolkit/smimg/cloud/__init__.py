@@ -5,7 +5,7 @@
 """
 
 from smimg.cloud import plan, watch
-from smimg.cloud.execute import CloudResult, attach, launch, stop
+from smimg.cloud.execute import CloudResult, attach, launch, resolve_region, stop
 from smimg.cloud.job import make_cloud_job
 from smimg.cloud.plan import CloudJob, LaunchPlan, plan_launch
 
@@ -18,6 +18,7 @@ __all__ = [
     "make_cloud_job",
     "plan",
     "plan_launch",
+    "resolve_region",
     "stop",
     "watch",
 ]

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smimg import interrupts
 from smimg.adapters import aws
 from smimg.cloud import watch
 from smimg.cloud.plan import LaunchPlan
-from smimg.errors import LaunchError
+from smimg.errors import AwsError, LaunchError, WatchLost
 
 MAX_RUNTIME_EXCEEDED = "MaxRuntimeExceeded"
 
@@ -51,29 +52,53 @@ class CloudResult:
         )
 
 
+def resolve_region(region: str | None) -> str:
+    """``--region``, else the standard chain's (AWS_REGION, AWS_DEFAULT_REGION, the profile's): one region for
+    every call of a launch.
+
+    Raises:
+        LaunchError: none is set.
+    """
+    region = region or aws.configured_region()
+    if not region:
+        raise LaunchError("no AWS region", "pass --region, or set AWS_REGION (or a profile's region)")
+    return region
+
+
 def launch(
     plan: LaunchPlan,
     say: Callable[[str], None],
     *,
-    region: str | None = None,
+    region: str,
     stop_on_interrupt: bool = False,
     poll: float = watch.POLL,
 ) -> CloudResult:
     """Create the planned job and watch it to its end.
 
     Raises:
-        LaunchError: an input channel is empty or missing.
-        AwsError: an AWS call failed (credentials, permissions, a refused request).
+        LaunchError: the job's name is taken, the output bucket or an input channel is missing or empty.
+        AwsError: an AWS call failed before the job existed (credentials, permissions, a refused request).
+        WatchLost: watching failed; the job runs on.
         KeyboardInterrupt: Ctrl-C detached from the job (it keeps running), or stopped it and then detached.
     """
     name = plan.job.name
+    sagemaker = aws.client("sagemaker", region)
+    _check_name(sagemaker, name, region)
     _check_inputs(plan, region)
     if plan.code_uri is not None and plan.job.source_dir is not None:
         _upload_code(plan.job.source_dir, plan.code_uri, region)
         say(f"smimg: code from {plan.job.source_dir} uploaded to {plan.code_uri}")
-    sagemaker = aws.client("sagemaker", region)
-    aws.call(sagemaker.create_training_job, f"create training job {name}", **plan.request)
-    say(f"smimg: created training job {name}; Ctrl-C detaches (the job keeps running)")
+    say(f"smimg: creating training job {name} in {region}")
+    interrupted = False
+    try:  # a Ctrl-C during the call would leave a job created and unreported: it waits for the answer
+        with interrupts.shielded(lambda _signum: say("smimg: the job is being created; Ctrl-C is handled after")):
+            aws.call(sagemaker.create_training_job, f"create training job {name}", **plan.request)
+    except KeyboardInterrupt:
+        interrupted = True
+    what = "stops the job" if stop_on_interrupt else "detaches (the job keeps running)"
+    say(f"smimg: created {name}; Ctrl-C {what}")
+    if interrupted:
+        return _interrupted(name, say, region, stop_on_interrupt, poll, watch.Cursor())
     return attach(name, say, region=region, stop_on_interrupt=stop_on_interrupt, poll=poll)
 
 
@@ -81,40 +106,76 @@ def attach(
     name: str,
     say: Callable[[str], None],
     *,
-    region: str | None = None,
+    region: str,
     stop_on_interrupt: bool = False,
     poll: float = watch.POLL,
 ) -> CloudResult:
-    """Watch a job to its end (its status changes and every host's lines).
+    """Watch a job to its end (its status changes and every host's lines, from the first).
 
     Raises:
-        AwsError: an AWS call failed.
+        LaunchError: no such job.
+        WatchLost: watching failed; the job runs on.
         KeyboardInterrupt: as for ``launch``.
     """
     cursor = watch.Cursor()
     try:
-        return CloudResult.from_description(watch.follow(name, say, region=region, poll=poll, cursor=cursor))
+        return _follow(name, say, region, poll, cursor)
     except KeyboardInterrupt:
-        if not stop_on_interrupt:
-            say(f"smimg: detached; {name} keeps running: `smimg jobs attach {name}` watches it again")
+        return _interrupted(name, say, region, stop_on_interrupt, poll, cursor)
+
+
+def _interrupted(
+    name: str, say: Callable[[str], None], region: str, stop_on_interrupt: bool, poll: float, cursor: watch.Cursor
+) -> CloudResult:
+    """Ctrl-C while watching: detach (re-raising it), or stop the job and watch it stop."""
+    if not stop_on_interrupt:
+        say(f"smimg: detached; {name} keeps running: `smimg jobs attach {name}` watches it again")
+        raise KeyboardInterrupt
+    try:
+        stop(name, region)
+    except AwsError as exc:
+        if "is in status" not in exc.message:  # it ended as the Ctrl-C came: its end is the answer
             raise
-    stop(name, region)
     say(f"smimg: stopping {name}: every host gets SIGTERM, then SIGKILL 120 s later (Ctrl-C detaches)")
     try:
-        return CloudResult.from_description(watch.follow(name, say, region=region, poll=poll, cursor=cursor))
+        return _follow(name, say, region, poll, cursor)
     except KeyboardInterrupt:
         say(f"smimg: detached; {name} is stopping: `smimg jobs attach {name}` watches it")
         raise
 
 
-def stop(name: str, region: str | None = None) -> None:
+def _follow(name: str, say: Callable[[str], None], region: str, poll: float, cursor: watch.Cursor) -> CloudResult:
+    try:
+        return CloudResult.from_description(watch.follow(name, say, region=region, poll=poll, cursor=cursor))
+    except AwsError as exc:
+        raise WatchLost(
+            f"lost the watch on {name}: {exc.message}",
+            f"the job runs on: `smimg jobs attach {name}` watches it again ({exc.hint})",
+        ) from None
+
+
+def stop(name: str, region: str) -> None:
     """StopTrainingJob.
 
     Raises:
-        AwsError: the job is unknown or has ended, or the call failed.
+        LaunchError: no such job.
+        AwsError: the job has ended, or the call failed.
     """
     sagemaker = aws.client("sagemaker", region)
+    watch.describe(sagemaker, name, region)
     aws.call(sagemaker.stop_training_job, f"stop training job {name}", TrainingJobName=name)
+
+
+def _check_name(sagemaker: Any, name: str, region: str) -> None:
+    """A taken name: checked before the code is uploaded, which would replace that job's code."""
+    try:
+        job = watch.describe(sagemaker, name, region)
+    except LaunchError:
+        return
+    raise LaunchError(
+        f"a training job named {name} exists in {region} ({job['TrainingJobStatus']}): names are unique per account",
+        "choose another --job-name, or leave it out for smimg-TIME",
+    )
 
 
 def _check_inputs(plan: LaunchPlan, region: str | None) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from smimg.adapters import aws
+from smimg.cloud.execute import resolve_region
 from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, CloudJob
 from smimg.errors import LaunchError
 from smimg.local.job import job_name, load_hyperparameters, parse_pairs
@@ -76,7 +77,5 @@ def make_cloud_job(
 
 def default_output(region: str | None) -> str:
     """The SageMaker SDK's default bucket for this account and region, under ``smimg/``."""
-    region = region or aws.configured_region()
-    if not region:
-        raise LaunchError("no AWS region", "pass --region, or set AWS_REGION (or a profile's region)")
+    region = resolve_region(region)
     return f"s3://sagemaker-{region}-{aws.account_id(region)}/smimg"

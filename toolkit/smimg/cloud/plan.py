@@ -15,12 +15,15 @@ from typing import Any
 
 from smimg.errors import LaunchError
 from smimg.local.job import S3_URI
+from smimg.refs import ImageRef
 from smimg.training_api.plan import ApiError, plan_training
 from smimg_entrypoint import contract
 
 DEFAULT_MAX_RUN = 24 * 3600  # SageMaker's own default for MaxRuntimeInSeconds
+MAX_WAIT_LIMIT = 28 * 24 * 3600
 DEFAULT_VOLUME_GB = 30
 CODE_ARCHIVE = "sourcedir.tar.gz"  # the name the SageMaker SDK gives script-mode code, which toolkits expect
+CODE_CHANNEL = "code"  # the SDK's channel for the code of a network-isolated job
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 
 
@@ -44,7 +47,7 @@ class CloudJob:
     network_isolation: bool = False
     checkpoints: str | None = None  # CheckpointConfig.S3Uri
     spot: bool = False
-    max_wait: int | None = None  # spot only; default: max_run
+    max_wait: int | None = None  # spot only; default: twice max_run (room to wait for capacity and be interrupted)
     tags: tuple[tuple[str, str], ...] = ()
 
 
@@ -67,11 +70,17 @@ def plan_launch(job: CloudJob) -> LaunchPlan:
     _check(job)
     output = job.output.rstrip("/")
     code_uri = f"{output}/{job.name}/source/{CODE_ARCHIVE}" if job.source_dir is not None else None
+    channels = list(job.channels)
+    submit = code_uri
+    if code_uri is not None and job.network_isolation:
+        # An isolated container cannot reach S3: as the SageMaker SDK does, the code comes in as a channel.
+        channels.append((CODE_CHANNEL, code_uri.removesuffix(CODE_ARCHIVE)))
+        submit = f"{contract.opt_ml(contract.DATA_DIR)}/{CODE_CHANNEL}/{CODE_ARCHIVE}"
     request: dict[str, Any] = {
         "TrainingJobName": job.name,
         "AlgorithmSpecification": {"TrainingImage": job.image, "TrainingInputMode": "File"},
         "RoleArn": job.role,
-        "HyperParameters": _hyperparameters(job, code_uri),
+        "HyperParameters": _hyperparameters(job, submit),
         "OutputDataConfig": {"S3OutputPath": output},
         "ResourceConfig": {
             "InstanceType": job.instance_type,
@@ -81,25 +90,39 @@ def plan_launch(job: CloudJob) -> LaunchPlan:
         "StoppingCondition": {"MaxRuntimeInSeconds": job.max_run},
         "EnableNetworkIsolation": job.network_isolation,
     }
-    if job.channels:
-        request["InputDataConfig"] = [_channel(name, uri) for name, uri in job.channels]
+    if channels:
+        request["InputDataConfig"] = [_channel(name, uri) for name, uri in channels]
     if job.env:
         request["Environment"] = dict(job.env)
     if job.checkpoints:
         request["CheckpointConfig"] = {"S3Uri": job.checkpoints, "LocalPath": contract.opt_ml(contract.CHECKPOINTS_DIR)}
     if job.spot:
         request["EnableManagedSpotTraining"] = True
-        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = job.max_wait or job.max_run
+        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = job.max_wait or min(2 * job.max_run, MAX_WAIT_LIMIT)
     if job.tags:
         request["Tags"] = [{"Key": key, "Value": value} for key, value in job.tags]
     try:
-        plan_training(request)
+        plan_training(request, max_instances=None)
     except ApiError as exc:
         raise LaunchError(f"SageMaker would refuse this job: {exc.message}", "change the input it names") from None
     return LaunchPlan(job, request, code_uri)
 
 
 def _check(job: CloudJob) -> None:
+    if ImageRef.parse(job.image).ecr is None:
+        raise LaunchError(
+            f"{job.image} is not an image in ECR: SageMaker trains only from ECR",
+            "push it first (`smimg push` prints its URI) and pass ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME:TAG",
+        )
+    if not job.instance_type.startswith("ml."):
+        raise LaunchError(f"--instance-type {job.instance_type} is not a SageMaker instance type", "e.g. ml.g5.2xlarge")
+    if job.volume_gb < 1:
+        raise LaunchError(f"--volume-size {job.volume_gb} is not a size", "pass the GB each instance needs, e.g. 30")
+    if job.network_isolation and job.source_dir is not None and CODE_CHANNEL in dict(job.channels):
+        raise LaunchError(
+            f"--input {CODE_CHANNEL}= is taken: under --network-isolation the code comes in as that channel",
+            "name your channel otherwise",
+        )
     if not ROLE_ARN.match(job.role):
         raise LaunchError(
             f"--role {job.role!r} is not an IAM role ARN",
@@ -122,12 +145,12 @@ def _check(job: CloudJob) -> None:
         )
 
 
-def _hyperparameters(job: CloudJob, code_uri: str | None) -> dict[str, str]:
+def _hyperparameters(job: CloudJob, submit: str | None) -> dict[str, str]:
     """JSON-encoded as the SageMaker SDK sends them; script mode's two keys point at the uploaded code."""
     values: dict[str, Any] = dict(job.hyperparameters)
-    if code_uri is not None:
+    if submit is not None:
         values[contract.HP_PROGRAM] = job.entry_point
-        values[contract.HP_SUBMIT_DIRECTORY] = code_uri
+        values[contract.HP_SUBMIT_DIRECTORY] = submit
     return {key: json.dumps(value) for key, value in sorted(values.items())}
 
 

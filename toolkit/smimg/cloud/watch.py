@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smimg.adapters import aws
+from smimg.errors import AwsError, LaunchError
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL = frozenset({"Completed", "Failed", "Stopped"})
@@ -21,9 +22,10 @@ POLL = 2.0  # seconds between polls; DescribeTrainingJob and GetLogEvents are ra
 
 @dataclass
 class Cursor:
-    """Where the watch stands: transitions shown, and each stream's next token."""
+    """Where the watch stands: the last transition shown (how many, and its message), each stream's next token."""
 
     transitions: int = 0
+    message: str = ""
     tokens: dict[str, str | None] = field(default_factory=dict)
 
 
@@ -43,20 +45,54 @@ def follow(
     sagemaker, logs = aws.client("sagemaker", region), aws.client("logs", region)
     cursor = cursor or Cursor()
     while True:
+        job = describe(sagemaker, name, region)
+        _transitions(job, cursor, say)
+        for line in new_lines(logs, name, cursor):
+            say(line)
+        if job["TrainingJobStatus"] in TERMINAL:
+            # CloudWatch delivers a host's last lines (often a failure's traceback) a moment after the job ends.
+            for _ in range(2):
+                time.sleep(min(poll, 2.0))
+                if not (lines := new_lines(logs, name, cursor)):
+                    break
+                for line in lines:
+                    say(line)
+            return job
+        time.sleep(poll)
+
+
+def describe(sagemaker: Any, name: str, region: str | None) -> dict[str, Any]:
+    """DescribeTrainingJob; an unknown job is named, with where it was looked for.
+
+    Raises:
+        LaunchError: no such job in this region.
+        AwsError: the call failed otherwise.
+    """
+    try:
         job: dict[str, Any] = aws.call(
             sagemaker.describe_training_job, f"describe training job {name}", TrainingJobName=name
         )
-        transitions = job.get("SecondaryStatusTransitions") or []
-        for transition in transitions[cursor.transitions :]:
-            message = transition.get("StatusMessage", "")
-            say(f"smimg: {transition['Status']}" + (f": {message}" if message else ""))
-        cursor.transitions = len(transitions)
-        ended = job["TrainingJobStatus"] in TERMINAL
-        for line in new_lines(logs, name, cursor):  # after the end too: the last lines arrive with it
-            say(line)
-        if ended:
-            return job
-        time.sleep(poll)
+    except AwsError as exc:
+        if "Requested resource not found" not in exc.message:
+            raise
+        raise LaunchError(
+            f"no training job {name} in {region or 'this region'}",
+            "check the name (`aws sagemaker list-training-jobs`) and --region",
+        ) from None
+    return job
+
+
+def _transitions(job: dict[str, Any], cursor: Cursor, say: Callable[[str], None]) -> None:
+    """Each new secondary status, and a new message of the current one (capacity retries, spot waits)."""
+    transitions = job.get("SecondaryStatusTransitions") or []
+    start = cursor.transitions
+    if transitions and start == len(transitions) and transitions[-1].get("StatusMessage", "") != cursor.message:
+        start -= 1
+    for transition in transitions[start:]:
+        message = transition.get("StatusMessage", "")
+        say(f"smimg: {transition['Status']}" + (f": {message}" if message else ""))
+    cursor.transitions = len(transitions)
+    cursor.message = transitions[-1].get("StatusMessage", "") if transitions else ""
 
 
 def new_lines(logs: Any, name: str, cursor: Cursor) -> list[str]:

@@ -166,12 +166,16 @@ def _leftovers(plan: LocalPlan, engine: Engine) -> bool:
         )
     strangers = [c.name for c in plan.containers if c.name not in ours and engine.container_exists(c.name)]
     network = engine.network_labels(plan.network)
-    if network is not None and network.get(contract.LABEL_JOB) != plan.project:
-        strangers.append(f"network {plan.network}")
-    if strangers:
+    foreign_network = network is not None and network.get(contract.LABEL_JOB) != plan.project
+    if strangers or foreign_network:
+        named = [*strangers, *([f"network {plan.network}"] if foreign_network else [])]
+        # An smimg from before the label left them too, after a kill: the command removes them.
+        remove = " && ".join(
+            [*([f"docker rm -f {' '.join(strangers)}"] if strangers else []), f"docker network rm {plan.network}"]
+        )
         raise LocalError(
-            f"{', '.join(strangers)} already exist and smimg did not make them for job {plan.job.name}",
-            "choose another --job-name, or remove them if they are yours to remove",
+            f"{', '.join(named)} already exist and smimg did not make them for job {plan.job.name}",
+            f"choose another --job-name, or, if they are yours to remove (an earlier smimg's leftovers): `{remove}`",
         )
     return bool(ours) or network is not None
 
@@ -257,12 +261,13 @@ def run(
     keep: bool = False,
     engine: Engine | None = None,
     on_line: Callable[[str], None] | None = None,
+    on_restart: Callable[[], None] | None = None,
 ) -> LocalResult:
     """Run a planned job to the end, then save its results to ``output``, however it ends.
 
     Containers and network are removed on success, failure, Ctrl-C, SIGTERM and SIGHUP (``interrupts``); the
     removal and the saving of results cannot be cut short by another signal. The run folder is removed only once
-    the results are safely in ``output``.
+    the results are safely in ``output``. ``on_restart`` is told when a rehearsed spot reclaim restarts the job.
 
     Raises:
         ImageNotFound, LocalError: the job could not start, or its clean-up failed (naming what is left).
@@ -279,7 +284,7 @@ def run(
         started = time.monotonic()
         attempts: list[Attempt] = []
         try:
-            attempts = _attempts(plan, engine, say, started)
+            attempts = _attempts(plan, engine, say, started, on_restart or (lambda: None))
         finally:
             with interrupts.shielded(lambda _signum: say(_CLEANING)):
                 last = attempts[-1] if attempts else None
@@ -311,7 +316,9 @@ def _all_ok(hosts: Sequence[HostResult]) -> bool:
     return bool(hosts) and all(h.exit_code == 0 for h in hosts)
 
 
-def _attempts(plan: LocalPlan, engine: Engine, say: Callable[[str], None], started: float) -> list[Attempt]:
+def _attempts(
+    plan: LocalPlan, engine: Engine, say: Callable[[str], None], started: float, on_restart: Callable[[], None]
+) -> list[Attempt]:
     """The job's first start and, after a rehearsed spot reclaim, its restart on fresh containers with the
     checkpoints restored (from ``--checkpoints``; without it the restart begins from nothing, as on SageMaker
     without a CheckpointConfig)."""
@@ -335,6 +342,7 @@ def _attempts(plan: LocalPlan, engine: Engine, say: Callable[[str], None], start
     for host in plan.hosts:
         plan.host_dir(host.name).rename(aside / host.name)
     write_run_dir(plan)
+    on_restart()
     say(
         "smimg: spot capacity is back: restarting the job on fresh hosts"
         + (

@@ -66,10 +66,12 @@ class TrainingPlan:
     checkpoint_s3: str | None
     entrypoint: tuple[str, ...] | None = None  # ContainerEntrypoint
     arguments: tuple[str, ...] | None = None  # ContainerArguments
+    spot: bool = False  # EnableManagedSpotTraining
 
 
-def plan_training(request: Mapping[str, Any]) -> TrainingPlan:
-    """Check a CreateTrainingJob request and plan its local run.
+def plan_training(request: Mapping[str, Any], max_instances: int | None = MAX_INSTANCES) -> TrainingPlan:
+    """Check a CreateTrainingJob request and plan its local run (``max_instances``: this machine's limit on hosts;
+    None for the cloud, where an account's quota decides).
 
     Raises:
         ApiError: ValidationException naming the member and the constraint, as SageMaker words it.
@@ -82,8 +84,9 @@ def plan_training(request: Mapping[str, Any]) -> TrainingPlan:
         raise _invalid(name, "trainingJobName", f"Member must satisfy regular expression pattern: {JOB_NAME.pattern}")
     resources = request["ResourceConfig"]
     count = int(resources.get("InstanceCount", 1))
-    if not 1 <= count <= MAX_INSTANCES:
-        raise _invalid(count, "resourceConfig.instanceCount", f"Member must be between 1 and {MAX_INSTANCES} here")
+    if count < 1 or (max_instances is not None and count > max_instances):
+        limit = f"between 1 and {max_instances} here" if max_instances is not None else "greater than or equal to 1"
+        raise _invalid(count, "resourceConfig.instanceCount", f"Member must be {limit}")
     hyperparameters = dict(request.get("HyperParameters") or {})
     _check_hyperparameters(hyperparameters)
     env = dict(request.get("Environment") or {})
@@ -93,10 +96,7 @@ def plan_training(request: Mapping[str, Any]) -> TrainingPlan:
         raise _invalid(
             len(channels), "inputDataConfig", f"Member must have length less than or equal to {MAX_CHANNELS}"
         )
-    stopping = request.get("StoppingCondition") or {}
-    max_run = int(stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME))
-    if not 1 <= max_run <= MAX_RUNTIME_LIMIT:
-        raise _invalid(max_run, "stoppingCondition.maxRuntimeInSeconds", f"Member must be <= {MAX_RUNTIME_LIMIT}")
+    max_run, spot = _stopping(request)
     if "TrainingImage" not in request["AlgorithmSpecification"]:
         raise ApiError("ValidationException", "AlgorithmSpecification.TrainingImage is required here (no algorithms)")
     reserved = {
@@ -122,7 +122,26 @@ def plan_training(request: Mapping[str, Any]) -> TrainingPlan:
         checkpoint_s3=(request.get("CheckpointConfig") or {}).get("S3Uri"),
         entrypoint=_strings(algorithm.get("ContainerEntrypoint")),
         arguments=_strings(algorithm.get("ContainerArguments")),
+        spot=spot,
     )
+
+
+def _stopping(request: Mapping[str, Any]) -> tuple[int, bool]:
+    """MaxRuntimeInSeconds, and whether the job is a managed spot one (which needs a MaxWaitTimeInSeconds)."""
+    stopping = request.get("StoppingCondition") or {}
+    max_run = int(stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME))
+    if not 1 <= max_run <= MAX_RUNTIME_LIMIT:
+        raise _invalid(max_run, "stoppingCondition.maxRuntimeInSeconds", f"Member must be <= {MAX_RUNTIME_LIMIT}")
+    spot = bool(request.get("EnableManagedSpotTraining", False))
+    max_wait = stopping.get("MaxWaitTimeInSeconds")
+    if spot and (max_wait is None or int(max_wait) < max_run):
+        raise ApiError(
+            "ValidationException",
+            "Invalid MaxWaitTimeInSeconds. It must be present and be greater than or equal to MaxRuntimeInSeconds",
+        )
+    if max_wait is not None and not spot:
+        raise ApiError("ValidationException", "MaxWaitTimeInSeconds is only valid with EnableManagedSpotTraining")
+    return max_run, spot
 
 
 def _strings(values: list[Any] | None) -> tuple[str, ...] | None:

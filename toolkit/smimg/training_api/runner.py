@@ -29,8 +29,16 @@ _HOST_LINE = re.compile(r"^(algo-\d+)\s*\| ?(.*)$")
 class Run:
     """A job's run; ``stop`` may come from another thread (StopTrainingJob)."""
 
-    def __init__(self, plan: TrainingPlan, store: records.Store, engine: Engine, folder: Path) -> None:
+    def __init__(
+        self,
+        plan: TrainingPlan,
+        store: records.Store,
+        engine: Engine,
+        folder: Path,
+        spot_interrupt_after: float | None = None,
+    ) -> None:
         self.plan = plan
+        self.spot_interrupt_after = spot_interrupt_after if plan.spot else None
         self.store = store
         self.engine = engine
         self.folder = folder
@@ -99,6 +107,7 @@ class Run:
             source_dir = _code(self.plan.submit_directory, work / "code")
         conditions = Conditions(
             max_run=float(self.plan.max_run),
+            spot_interrupt_after=self.spot_interrupt_after,
             network_isolation=self.plan.network_isolation,
             checkpoints_s3=self.plan.checkpoint_s3,
         )
@@ -124,7 +133,14 @@ class Run:
         planned = local.plan_job(job, self.folder / "work" / "run")
         self._local = planned
         with CloudWatchLines(self.plan.name) as lines:
-            return local.run(planned, output=self.folder / "output", engine=self.engine, on_line=lines)
+            return local.run(
+                planned, output=self.folder / "output", engine=self.engine, on_line=lines, on_restart=self._restarted
+            )
+
+    def _restarted(self) -> None:
+        """As SageMaker shows a spot interruption: Interrupted, then the job starts and trains again."""
+        for status in ("Interrupted", "Starting", "Training"):
+            self.store.secondary(self.plan.name, status)
 
     def _upload(self, result: local.LocalResult) -> str | None:
         """model.tar.gz and output.tar.gz to S3OutputPath/JOB/output/, as SageMaker puts them."""

@@ -31,8 +31,9 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 class TrainingApi:
     """SageMaker's training-job operations over a ``Store``; each job runs in its own thread."""
 
-    def __init__(self, state: Path, engine: Engine, region: str) -> None:
+    def __init__(self, state: Path, engine: Engine, region: str, spot_interrupt_after: float | None = None) -> None:
         self.state = state
+        self.spot_interrupt_after = spot_interrupt_after  # managed spot jobs are interrupted once, this far in
         self.engine = engine
         self.store = records.Store(state / "jobs", region, LOCAL_ACCOUNT)
         self.runs: dict[str, Run] = {}
@@ -59,7 +60,7 @@ class TrainingApi:
             raise ApiError("ServiceUnavailable", "the local SageMaker API is shutting down", 503)
         plan = planner.plan_training(body)
         record = self.store.create(body)
-        run = Run(plan, self.store, self.engine, self.state / "runs" / plan.name)
+        run = Run(plan, self.store, self.engine, self.state / "runs" / plan.name, self.spot_interrupt_after)
         self.runs[plan.name] = run
         thread = threading.Thread(target=run, name=f"job-{plan.name}", daemon=True)
         self.threads.append(thread)
@@ -115,7 +116,7 @@ class Dispatcher:
         return [payload]
 
 
-def make_app(state: Path, engine: Engine, region: str) -> Dispatcher:
+def make_app(state: Path, engine: Engine, region: str, spot_interrupt_after: float | None = None) -> Dispatcher:
     """
     Raises:
         LocalError: moto, which serves S3, CloudWatch Logs and STS here, is not installed.
@@ -128,15 +129,23 @@ def make_app(state: Path, engine: Engine, region: str) -> Dispatcher:
             "pip install 'smimg[api]'",
         ) from None
 
-    return Dispatcher(TrainingApi(state, engine, region), DomainDispatcherApplication(create_backend_app))
+    api = TrainingApi(state, engine, region, spot_interrupt_after)
+    return Dispatcher(api, DomainDispatcherApplication(create_backend_app))
 
 
-def serve(state: Path, engine: Engine, host: str, port: int, on_ready: Callable[[str], None]) -> None:
+def serve(
+    state: Path,
+    engine: Engine,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None],
+    spot_interrupt_after: float | None = None,
+) -> None:
     """Answer on ``host:port`` until interrupted. The process's own AWS calls (S3 downloads and uploads, logs) go
     to this endpoint: nothing reaches AWS."""
     region = os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     try:
-        app = make_app(state, engine, region)
+        app = make_app(state, engine, region, spot_interrupt_after)
     except OSError as exc:
         raise LocalError(
             f"cannot keep jobs in --state {state}: {exc.strerror}", "pass a folder you can write"

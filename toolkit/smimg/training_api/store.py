@@ -24,7 +24,11 @@ MESSAGES = {
     "Stopping": "Stopping the training job",
     "Stopped": "The training job was stopped",
     "MaxRuntimeExceeded": "Training job exceeded its MaxRuntimeInSeconds and was stopped",
+    "Interrupted": "The spot instances were interrupted (simulated: smimg local api --spot-interrupt-after)",
 }
+# Managed spot's discount on the on-demand price, for BillableTimeInSeconds: a typical figure (the real one varies by
+# instance type, region and hour), so that a launcher's savings report has something true to its shape to show.
+SPOT_SAVINGS = 0.7
 
 
 class Store:
@@ -87,7 +91,7 @@ class Store:
             record = self._jobs[name]
             now = time.time()
             if status == "Training":
-                record["TrainingStartTime"] = now
+                record.setdefault("TrainingStartTime", now)  # a spot restart trains on: one training time
             _close(record, now)
             record["SecondaryStatus"] = status
             record["SecondaryStatusTransitions"].append(_transition(status, now))
@@ -143,7 +147,10 @@ def _end(record: dict[str, Any], status: str, secondary: str, reason: str | None
     record["SecondaryStatusTransitions"].append({**_transition(secondary, now), "EndTime": now})
     record.update(TrainingJobStatus=status, SecondaryStatus=secondary, TrainingEndTime=now, LastModifiedTime=now)
     started = record.get("TrainingStartTime", now)
-    record["TrainingTimeInSeconds"] = record["BillableTimeInSeconds"] = max(1, round(now - started))
+    record["TrainingTimeInSeconds"] = training = max(1, round(now - started))
+    # Managed spot is billed at the spot price: BillableTimeInSeconds is the training time scaled to it.
+    spot = record.get("EnableManagedSpotTraining")
+    record["BillableTimeInSeconds"] = max(1, round(training * (1 - SPOT_SAVINGS))) if spot else training
     if reason:
         record["FailureReason"] = reason[:1024]
 
