@@ -366,9 +366,12 @@ def bench_push(base: str) -> dict[str, push.PushResult]:
     proc, registry = _start_registry(SCRATCH / "registry", None, None)
     try:
         folder = make_project(SCRATCH / "push", base)
+        # Code of its own: the build section's images share the project's content tags, and reusing one built
+        # without cache would give this image layers BuildKit's cache no longer holds (the edit then pushes them).
+        (folder / "src" / "train.py").write_text("print('push')\n")
         loaded = load_spec(folder)
         first = push.push(push.prepare_push(build.build(loaded).tags[0], loaded.spec, registry_flag=registry.host))
-        (folder / "src" / "train.py").write_text("print('edited')\n")
+        (folder / "src" / "train.py").write_text("print('push, edited')\n")
         loaded = load_spec(folder)
         second = push.push(push.prepare_push(build.build(loaded).tags[0], loaded.spec, registry_flag=registry.host))
         return {"first push": first, "after a code-only edit": second}
