@@ -10,7 +10,7 @@ import pytest
 
 from smimg import local
 from smimg.local.job import Verbatim
-from smimg.training_api.plan import ApiError, TrainingPlan, plan_training
+from smimg.training_api.plan import ApiError, TrainingPlan, gpu_request, plan_training
 
 REQUEST: dict[str, Any] = {
     "TrainingJobName": "bert-1",
@@ -85,6 +85,23 @@ def test_model_trainers_entrypoint_and_code_channel_reach_the_containers_as_sage
     assert (alone.entrypoint, alone.command) == (("/run.sh",), ())
 
 
+@pytest.mark.parametrize(
+    ("instance_type", "instances", "available", "wanted"),
+    [
+        ("ml.g5.12xlarge", 2, [str(i) for i in range(8)], "8"),  # 4 per host, as the type has
+        ("ml.p4d.24xlarge", 2, [str(i) for i in range(8)], "8"),  # 8 per host wanted: what there is, evenly
+        ("ml.g5.2xlarge", 3, ["0", "1"], None),  # fewer GPUs than hosts: CPU
+        ("ml.g5.2xlarge", 2, [], None),  # a machine without GPUs
+        ("ml.m5.xlarge", 2, ["0", "1"], None),  # a type without GPUs
+    ],
+)
+def test_gpus_are_sliced_by_instance_type_from_what_this_machine_has(
+    instance_type: str, instances: int, available: list[str], wanted: str | None
+) -> None:
+    resources = {"InstanceType": instance_type, "InstanceCount": instances, "VolumeSizeInGB": 50}
+    assert gpu_request(plan_training({**REQUEST, "ResourceConfig": resources}), available) == wanted
+
+
 def test_verbatim_values_reach_hyperparameters_json_unchanged() -> None:
     job = local.LocalJob(image="i", hyperparameters=(("layers", Verbatim("[1,2]")), ("name", Verbatim("plain text"))))
     files = dict(local.plan_job(job, Path("/run")).hosts[0].files)
@@ -136,6 +153,32 @@ def test_after_a_restart_a_running_job_is_failed_and_a_stop_of_it_is_refused_as_
     with pytest.raises(ApiError) as caught:
         restarted.call("StopTrainingJob", {"TrainingJobName": "bert-1"})
     assert caught.value.code == "ValidationException" and "in status Failed" in caught.value.message
+
+
+def test_update_training_job_records_what_it_changes_and_refuses_what_sagemaker_refuses(tmp_path: Path) -> None:
+    from smimg.training_api.server import TrainingApi
+    from tests.fakes import FakeEngine
+
+    api = TrainingApi(tmp_path, FakeEngine(), "us-east-1")
+    api.store.create(REQUEST)
+    answer = api.call(
+        "UpdateTrainingJob",
+        {
+            "TrainingJobName": "bert-1",
+            "ResourceConfig": {"KeepAlivePeriodInSeconds": 600},
+            "RemoteDebugConfig": {"EnableRemoteDebug": True},
+        },
+    )
+    assert answer == {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/bert-1"}
+    job = api.call("DescribeTrainingJob", {"TrainingJobName": "bert-1"})
+    assert job["ResourceConfig"] == {**REQUEST["ResourceConfig"], "KeepAlivePeriodInSeconds": 600}
+    assert job["RemoteDebugConfig"] == {"EnableRemoteDebug": True}
+    with pytest.raises(ApiError, match="keepAlivePeriodInSeconds' failed to satisfy constraint"):
+        api.call(
+            "UpdateTrainingJob", {"TrainingJobName": "bert-1", "ResourceConfig": {"KeepAlivePeriodInSeconds": 7200}}
+        )
+    with pytest.raises(ApiError, match="Requested resource not found"):
+        api.call("UpdateTrainingJob", {"TrainingJobName": "bert-2"})
 
 
 def test_a_state_that_is_a_file_or_a_port_in_use_is_named_with_the_fix(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,29 @@ class TrainingPlan:
     entrypoint: tuple[str, ...] | None = None  # ContainerEntrypoint
     arguments: tuple[str, ...] | None = None  # ContainerArguments
     spot: bool = False  # EnableManagedSpotTraining
+
+
+# NVIDIA GPUs per instance of the ml.* types that have them (AWS's instance specifications); others have none.
+_ONE_GPU_SIZES = ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")
+GPUS: dict[str, int] = {
+    **{f"ml.{family}.{size}": 1 for family in ("g4dn", "g5", "g6", "g6e") for size in _ONE_GPU_SIZES},
+    **{f"ml.{family}.{size}": 4 for family in ("g5", "g6", "g6e") for size in ("12xlarge", "24xlarge")},
+    **{f"ml.{family}.48xlarge": 8 for family in ("g5", "g6", "g6e", "p5", "p5e", "p5en")},
+    "ml.g4dn.12xlarge": 4,
+    "ml.p3.2xlarge": 1,
+    "ml.p3.8xlarge": 4,
+    "ml.p3.16xlarge": 8,
+    "ml.p3dn.24xlarge": 8,
+    "ml.p4d.24xlarge": 8,
+    "ml.p4de.24xlarge": 8,
+}
+
+
+def gpu_request(plan: TrainingPlan, available: Sequence[str]) -> str | None:
+    """local mode's ``--gpus`` for the job: the instance type's GPUs per host, sliced from this machine's where
+    present (as many per host as there are, up to the type's count; none on a machine without GPUs)."""
+    per_host = min(GPUS.get(plan.instance_type, 0), len(available) // plan.instances)
+    return str(per_host * plan.instances) if per_host else None
 
 
 def plan_training(request: Mapping[str, Any], max_instances: int | None = MAX_INSTANCES) -> TrainingPlan:

@@ -19,7 +19,7 @@ from smimg.local import results
 from smimg.local.channels import resolve_channel
 from smimg.local.job import Conditions, LocalJob, Verbatim, check_conditions
 from smimg.training_api import store as records
-from smimg.training_api.plan import TrainingPlan
+from smimg.training_api.plan import GPUS, TrainingPlan, gpu_request
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 STOP_GRACE = 120.0  # StopTrainingJob: SIGTERM, then SIGKILL this much later
@@ -44,6 +44,7 @@ class Run:
         self.folder = folder
         self.stopping = threading.Event()
         self._local: local.LocalPlan | None = None
+        self._gpus: list[str] = []  # this machine's, when the instance type has GPUs
 
     def stop(self) -> None:
         """SIGTERM to every host now, SIGKILL after the grace, as StopTrainingJob does."""
@@ -111,6 +112,7 @@ class Run:
             network_isolation=self.plan.network_isolation,
             checkpoints_s3=self.plan.checkpoint_s3,
         )
+        self._gpus = local.available_gpus() if GPUS.get(self.plan.instance_type) else []
         hyperparameters = tuple((k, Verbatim(v)) for k, v in self.plan.hyperparameters)
         if source_dir is None:  # the code is in the image: the reserved values go to it as sent
             hyperparameters += tuple((k, Verbatim(v)) for k, v in self.plan.reserved)
@@ -127,10 +129,11 @@ class Run:
             entrypoint=self.plan.entrypoint,
             arguments=self.plan.arguments,
             writable_channels=True,  # downloaded for this job alone
+            gpus=gpu_request(self.plan, self._gpus),
         )
 
     def _train(self, job: LocalJob) -> local.LocalResult:
-        planned = local.plan_job(job, self.folder / "work" / "run")
+        planned = local.plan_job(job, self.folder / "work" / "run", self._gpus)
         self._local = planned
         with CloudWatchLines(self.plan.name) as lines:
             return local.run(

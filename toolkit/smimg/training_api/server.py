@@ -28,6 +28,9 @@ LOCAL_ACCOUNT = "123456789012"  # moto's account: ARNs look as they would in one
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+MAX_KEEP_ALIVE = 3600  # a warm pool's KeepAlivePeriodInSeconds, as SageMaker caps it
+
+
 class TrainingApi:
     """SageMaker's training-job operations over a ``Store``; each job runs in its own thread."""
 
@@ -87,6 +90,27 @@ class TrainingApi:
         else:
             run.stop()
         return {}
+
+    def _UpdateTrainingJob(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Recorded as SageMaker records it, for launch code that calls it: locally, no warm pool is kept, no
+        profiler runs and no SSM session opens."""
+        name = str(body.get("TrainingJobName", ""))
+        record = self.store.get(name)  # ValidationException when there is no such job
+        changes: dict[str, Any] = {}
+        keep_alive = (body.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds")
+        if keep_alive is not None:
+            if not 0 <= int(keep_alive) <= MAX_KEEP_ALIVE:
+                raise ApiError(
+                    "ValidationException",
+                    f"1 validation error detected: Value '{keep_alive}' at 'resourceConfig.keepAlivePeriodInSeconds' "
+                    f"failed to satisfy constraint: Member must have value less than or equal to {MAX_KEEP_ALIVE}",
+                )
+            changes["ResourceConfig"] = {**record["ResourceConfig"], "KeepAlivePeriodInSeconds": int(keep_alive)}
+        for member in ("ProfilerConfig", "RemoteDebugConfig"):
+            if member in body:
+                changes[member] = {**(record.get(member) or {}), **body[member]}
+        self.store.update(name, **changes)
+        return {"TrainingJobArn": record["TrainingJobArn"]}
 
 
 @dataclass
