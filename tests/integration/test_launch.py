@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,10 +60,10 @@ def bucket(local_api: str) -> str:
 
 
 def test_a_launched_job_is_watched_to_its_end_with_every_hosts_lines_and_its_model(
-    local_api: str, bucket: str, job_image: str
+    local_api: str, bucket: str, job_image: str, tmp_path: Path
 ) -> None:
     proc = subprocess.run(
-        [*SMIMG, *launch_args(job_image, "smimg-api-launch", "4")],
+        [*SMIMG, *launch_args(job_image, "smimg-api-launch", "4"), "--download", str(tmp_path / "model")],
         env=aws_env(local_api), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -70,7 +71,20 @@ def test_a_launched_job_is_watched_to_its_end_with_every_hosts_lines_and_its_mod
         assert line in proc.stderr, proc.stderr[-4000:]
     assert "job smimg-api-launch completed" in proc.stderr
     assert proc.stdout.strip() == "s3://launching/out/smimg-api-launch/output/model.tar.gz"
-    s3(local_api).head_object(Bucket=bucket, Key="out/smimg-api-launch/output/model.tar.gz")
+    with tarfile.open(tmp_path / "model" / "model.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["algo-1.json", "algo-2.json"]
+    # The job, found again: listed, described, its lines.
+    env = aws_env(local_api)
+    listed = subprocess.run([*SMIMG, "jobs", "list", "--json"], env=env, capture_output=True, text=True)
+    assert [
+        j["TrainingJobStatus"] for j in json.loads(listed.stdout) if j["TrainingJobName"] == "smimg-api-launch"
+    ] == ["Completed"]
+    described = subprocess.run(
+        [*SMIMG, "jobs", "describe", "smimg-api-launch"], env=env, capture_output=True, text=True
+    )
+    assert json.loads(described.stdout)["ModelArtifacts"]["S3ModelArtifacts"] == proc.stdout.strip()
+    logs = subprocess.run([*SMIMG, "jobs", "logs", "smimg-api-launch"], env=env, capture_output=True, text=True)
+    assert "algo-1 | DONE algo-1 step=4" in logs.stdout and "algo-2 | START algo-2 step=0" in logs.stdout
 
 
 def test_a_failing_job_exits_non_zero_with_its_failure_reason(local_api: str, bucket: str, job_image: str) -> None:
@@ -156,3 +170,22 @@ def test_a_spot_job_interrupted_resumes_from_its_checkpoints_and_reports_its_sav
     assert "algo-2 | DONE algo-2 step=80" in proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "Completed" and result["billable_seconds"] < result["training_seconds"]
+
+
+def test_ctrl_c_with_stop_on_interrupt_stops_the_job_and_watches_it_stop(
+    local_api: str, bucket: str, job_image: str
+) -> None:
+    args = [*launch_args(job_image, "smimg-api-launch-stop", "100000"), "--stop-on-interrupt"]
+    launched = subprocess.Popen([*SMIMG, *args], env=aws_env(local_api), stderr=subprocess.PIPE, text=True)
+    assert launched.stderr is not None
+    lines = []
+    for line in launched.stderr:
+        lines.append(line)
+        if "START algo-" in line:
+            break
+    assert "Ctrl-C stops the job" in "".join(lines)
+    launched.send_signal(signal.SIGINT)
+    _, err = launched.communicate(timeout=200)
+    assert launched.returncode == 1, err  # Stopped is not a success
+    assert "smimg: stopping smimg-api-launch-stop" in err and "job smimg-api-launch-stop stopped: Stopped" in err
+    assert "| SAVED algo-1 step=" in err  # the hosts' SIGTERM handlers ran, and their lines were shown

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import SMIMG
+
 pytestmark = pytest.mark.docker
 
 RESUME = Path(__file__).parent.parent / "fixtures" / "resume"
@@ -92,7 +94,7 @@ def test_a_boto3_job_runs_here_with_its_lifecycle_logs_and_model_in_s3(endpoint:
     assert [n.rsplit("-", 1)[0] for n in names] == ["smimg-api-ok/algo-1", "smimg-api-ok/algo-2"]
     events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=names[1])["events"]
     assert "DONE algo-2 step=5" in [e["message"] for e in events]
-    listed = sm.list_training_jobs()["TrainingJobSummaries"]
+    listed = sm.list_training_jobs(NameContains="smimg-api-ok")["TrainingJobSummaries"]  # the server is shared
     assert [(j["TrainingJobName"], j["TrainingJobStatus"]) for j in listed] == [("smimg-api-ok", "Completed")]
 
 
@@ -272,3 +274,28 @@ def test_model_trainer_launch_code_runs_its_driver_as_a_job_here(
         assert json.load(tar.extractfile("model.json")) == {  # type: ignore[arg-type]
             "sum": 10.0, "world": 4, "data": ["hello", "local", "mode"], "note": "model trainer"
         }  # fmt: skip
+
+
+def test_a_server_whose_stderr_nobody_reads_keeps_answering(tmp_path: Path) -> None:
+    # werkzeug logged each request; once a pipe nobody drained was full, every request hung behind its log lock.
+    from botocore.config import Config
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    server = subprocess.Popen(
+        [*SMIMG, "local", "api", "--port", "0", "--state", str(tmp_path / "api")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        endpoint = server.stdout.readline().strip().split("=", 1)[1]
+        import boto3
+
+        sm = boto3.client(
+            "sagemaker", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="a",
+            aws_secret_access_key="b", config=Config(read_timeout=10, retries={"max_attempts": 1}),
+        )  # fmt: skip
+        for _ in range(1500):  # ~140 KB of request log lines: more than a pipe holds
+            assert sm.list_training_jobs()["TrainingJobSummaries"] == []
+    finally:
+        server.terminate()
+        server.communicate(timeout=60)

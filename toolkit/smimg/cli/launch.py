@@ -15,6 +15,9 @@ Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Channel
 SourceDir = Annotated[
     Path | None, typer.Option("--source-dir", help="Script mode: this code folder, uploaded (no rebuild for edits).")
 ]
+Download = Annotated[
+    Path | None, typer.Option("--download", help="Once the job completes, fetch its model.tar.gz into this folder.")
+]
 Region = Annotated[str | None, typer.Option("--region", help="AWS region. Default: AWS_REGION, then the profile's.")]
 
 jobs_app = typer.Typer(help="SageMaker training jobs: watch one again, or stop it.", no_args_is_help=True)
@@ -60,6 +63,7 @@ def launch_command(
     stop_on_interrupt: Annotated[
         bool, typer.Option("--stop-on-interrupt", help="Ctrl-C stops the job (default: it detaches, the job runs on).")
     ] = False,
+    download: Download = None,
     json: Json = False,
 ) -> None:
     """Run IMAGE as a SageMaker training job and watch it to its end: status changes and every host's lines.
@@ -101,7 +105,7 @@ def launch_command(
         return
     where = cloud.resolve_region(region)
     result = cloud.launch(plan, console.line_printer(), region=where, stop_on_interrupt=stop_on_interrupt)
-    _report(result, json)
+    _report(result, json, download, where)
 
 
 @jobs_app.command("attach")
@@ -109,11 +113,54 @@ def attach_command(
     job: Annotated[str, typer.Argument(help="TrainingJobName.")],
     region: Region = None,
     stop_on_interrupt: Annotated[bool, typer.Option("--stop-on-interrupt", help="Ctrl-C stops the job.")] = False,
+    download: Download = None,
     json: Json = False,
 ) -> None:
     """Watch a training job (launched here or anywhere) to its end, from its first log line; exit as it ended."""
     where = cloud.resolve_region(region)
-    _report(cloud.attach(job, console.line_printer(), region=where, stop_on_interrupt=stop_on_interrupt), json)
+    result = cloud.attach(job, console.line_printer(), region=where, stop_on_interrupt=stop_on_interrupt)
+    _report(result, json, download, where)
+
+
+@jobs_app.command("list")
+def list_command(
+    region: Region = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many, newest first.")] = 20,
+    name_contains: Annotated[str | None, typer.Option("--name-contains", help="Only names containing this.")] = None,
+    json: Json = False,
+) -> None:
+    """The newest training jobs: name, status, secondary status, creation time."""
+    found = cloud.jobs(cloud.resolve_region(region), limit, name_contains)
+    if json:
+        console.print_json(found)
+        return
+    for job in found:
+        console.out.print(
+            f"{job['TrainingJobName']}  {job['TrainingJobStatus']}  {job.get('SecondaryStatus', '')}  "
+            f"{job['CreationTime']}",
+            markup=False,
+        )
+
+
+@jobs_app.command("describe")
+def describe_command(job: Annotated[str, typer.Argument(help="TrainingJobName.")], region: Region = None) -> None:
+    """DescribeTrainingJob, as JSON."""
+    console.print_json(cloud.describe(job, cloud.resolve_region(region)))
+
+
+@jobs_app.command("logs")
+def logs_command(
+    job: Annotated[str, typer.Argument(help="TrainingJobName.")],
+    region: Region = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow to the job's end (as attach).")] = False,
+) -> None:
+    """Every host's lines so far, merged by time as `algo-2 | ...`; with -f, on to the job's end."""
+    where = cloud.resolve_region(region)
+    if follow:
+        _report(cloud.attach(job, console.line_printer(), region=where), False, None, where)
+        return
+    for line in cloud.logs(job, where):
+        console.out.print(line, markup=False)
 
 
 @jobs_app.command("stop")
@@ -123,7 +170,9 @@ def stop_command(job: Annotated[str, typer.Argument(help="TrainingJobName.")], r
     console.err.print(f"stopping {job}; `smimg jobs attach {job}` watches it end")
 
 
-def _report(result: cloud.CloudResult, json: bool) -> None:
+def _report(result: cloud.CloudResult, json: bool, download: Path | None, region: str) -> None:
+    if download is not None and result.exit_code == 0:
+        console.err.print(f"model downloaded to {cloud.download(result, download, region)}")
     if json:
         console.print_json({**result.__dict__, "exit_code": result.exit_code})
     else:

@@ -5,7 +5,7 @@
 """
 
 from smimg.cloud import plan, watch
-from smimg.cloud.execute import CloudResult, attach, launch, resolve_region, stop
+from smimg.cloud.execute import CloudResult, attach, describe, download, jobs, launch, logs, resolve_region, stop
 from smimg.cloud.job import make_cloud_job
 from smimg.cloud.plan import CloudJob, LaunchPlan, plan_launch
 
@@ -14,7 +14,11 @@ __all__ = [
     "CloudResult",
     "LaunchPlan",
     "attach",
+    "describe",
+    "download",
+    "jobs",
     "launch",
+    "logs",
     "make_cloud_job",
     "plan",
     "plan_launch",

@@ -210,3 +210,58 @@ def _upload_code(source_dir: Path, uri: str, region: str | None) -> None:
             for path in sorted(source_dir.iterdir()):
                 tar.add(path, arcname=path.name)
         aws.call(s3.upload_file, f"upload the code to {uri}", Filename=str(archive), Bucket=bucket, Key=key)
+
+
+def jobs(region: str, limit: int = 20, name_contains: str | None = None) -> list[dict[str, Any]]:
+    """The newest training jobs (ListTrainingJobs' summaries), newest first.
+
+    Raises:
+        AwsError: the call failed.
+    """
+    sagemaker = aws.client("sagemaker", region)
+    found: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"SortBy": "CreationTime", "SortOrder": "Descending"}
+    if name_contains:
+        kwargs["NameContains"] = name_contains
+    for page in aws.paginate(sagemaker, "list_training_jobs", "list training jobs", **kwargs):
+        found += page.get("TrainingJobSummaries", [])
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
+def describe(name: str, region: str) -> dict[str, Any]:
+    """DescribeTrainingJob.
+
+    Raises:
+        LaunchError: no such job.
+        AwsError: the call failed.
+    """
+    return watch.describe(aws.client("sagemaker", region), name, region)
+
+
+def logs(name: str, region: str) -> list[str]:
+    """Every host's lines so far, merged by time, as ``algo-2 | ...``.
+
+    Raises:
+        LaunchError: no such job.
+        AwsError: a call failed.
+    """
+    describe(name, region)
+    return watch.new_lines(aws.client("logs", region), name, watch.Cursor())
+
+
+def download(result: CloudResult, folder: Path, region: str) -> Path:
+    """The job's model.tar.gz into ``folder``.
+
+    Raises:
+        LaunchError: the job has no model (it did not complete).
+        AwsError: the download failed.
+    """
+    if not result.model:
+        raise LaunchError(f"job {result.name} has no model to download ({result.status})", "download a completed job")
+    folder.mkdir(parents=True, exist_ok=True)
+    bucket, key = aws.split_s3_uri(result.model)
+    target = folder / Path(key).name
+    aws.download_file(aws.client("s3", region), bucket, key, target)
+    return target

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -183,6 +184,10 @@ def serve(
         raise LocalError(
             f"cannot listen on {host}:{port}: {exc.strerror}", "pick another --port (0: any free)"
         ) from None
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # werkzeug logs every request at INFO unless told otherwise: noise to a user, and a stderr nobody drains
+        # (a pipe) fills and blocks every request behind its log lock.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     endpoint = f"http://{host}:{server.server_port}"
     for variable in [v for v in os.environ if v.startswith("AWS_ENDPOINT_URL_")]:
