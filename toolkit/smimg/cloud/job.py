@@ -9,7 +9,7 @@ from smimg.adapters import aws
 from smimg.cloud.execute import resolve_region
 from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, CloudJob
 from smimg.errors import LaunchError
-from smimg.local.job import job_name, load_hyperparameters, parse_pairs
+from smimg.local.job import job_name, load_hyperparameters, parse_pairs, resolve_source_dir
 
 
 def make_cloud_job(
@@ -38,7 +38,8 @@ def make_cloud_job(
     """The job to plan; without ``output``, the SageMaker SDK's default bucket (``sagemaker-REGION-ACCOUNT``).
 
     Raises:
-        LaunchError: no role, a missing code folder or script, a malformed pair (``LocalError``).
+        LaunchError: no role.
+        LocalError: a missing code folder or script, a malformed pair (as `local run` says it).
         AwsError: the default bucket's account could not be found.
     """
     if not role:
@@ -47,12 +48,7 @@ def make_cloud_job(
             "pass --role arn:aws:iam::ACCOUNT:role/NAME (or set SMIMG_ROLE): a role SageMaker may assume, such as "
             "the SageMaker execution role the console creates",
         )
-    if source_dir is not None:
-        source_dir = source_dir.expanduser().resolve()
-        if not source_dir.is_dir():
-            raise LaunchError(f"--source-dir {source_dir} is not a folder", "pass the folder that holds your script")
-        if entry_point and not (source_dir / entry_point).is_file():
-            raise LaunchError(f"--entry-point {entry_point} is not in {source_dir}", "name a script in --source-dir")
+    source_dir = resolve_source_dir(source_dir, entry_point)
     return CloudJob(
         image=image,
         role=role,

@@ -175,12 +175,7 @@ def make_job(
     channels = tuple(
         (key, resolve_channel(key, value, cache, on_line)) for key, value in parse_pairs(inputs, "--input")
     )
-    if source_dir is not None:
-        source_dir = source_dir.expanduser().resolve()
-        if not source_dir.is_dir():
-            raise LocalError(f"--source-dir {source_dir} is not a folder", "pass the folder that holds your script")
-        if entry_point and not (source_dir / entry_point).is_file():
-            raise LocalError(f"--entry-point {entry_point} is not in {source_dir}", "name a script in --source-dir")
+    source_dir = resolve_source_dir(source_dir, entry_point)
     return LocalJob(
         image=image,
         instances=instances,
@@ -193,6 +188,22 @@ def make_job(
         name=name,
         conditions=check_conditions(conditions, name),
     )
+
+
+def resolve_source_dir(source_dir: Path | None, entry_point: str | None) -> Path | None:
+    """Script mode's code folder, absolute, checked to hold the entry point.
+
+    Raises:
+        LocalError: not a folder, or the script is not in it.
+    """
+    if source_dir is None:
+        return None
+    source_dir = source_dir.expanduser().resolve()
+    if not source_dir.is_dir():
+        raise LocalError(f"--source-dir {source_dir} is not a folder", "pass the folder that holds your script")
+    if entry_point and not (source_dir / entry_point).is_file():
+        raise LocalError(f"--entry-point {entry_point} is not in {source_dir}", "name a script in --source-dir")
+    return source_dir
 
 
 def checkpoints_option(value: str | None) -> tuple[Path | None, str | None]:
