@@ -15,6 +15,7 @@ from smimg.adapters import aws
 from smimg.cloud import watch
 from smimg.cloud.plan import LaunchPlan
 from smimg.errors import AwsError, LaunchError, WatchLost
+from smimg.refs import ImageRef
 
 MAX_RUNTIME_EXCEEDED = "MaxRuntimeExceeded"
 
@@ -82,6 +83,7 @@ def launch(
         KeyboardInterrupt: Ctrl-C detached from the job (it keeps running), or stopped it and then detached.
     """
     name = plan.job.name
+    _check_image_region(plan.job.image, region)
     sagemaker = aws.client("sagemaker", region)
     _check_name(sagemaker, name, region)
     _check_inputs(plan, region)
@@ -164,6 +166,17 @@ def stop(name: str, region: str) -> None:
     sagemaker = aws.client("sagemaker", region)
     watch.describe(sagemaker, name, region)
     aws.call(sagemaker.stop_training_job, f"stop training job {name}", TrainingJobName=name)
+
+
+def _check_image_region(image: str, region: str) -> None:
+    """SageMaker pulls a training image from ECR in the job's own region only."""
+    location = ImageRef.parse(image).ecr
+    if location is not None and location[1] != region:
+        raise LaunchError(
+            f"the image is in ECR in {location[1]} and the job would run in {region}: SageMaker pulls only from the "
+            "job's own region",
+            f"push it to {region} (`smimg push --region {region}`), or launch in {location[1]} (--region)",
+        )
 
 
 def _check_name(sagemaker: Any, name: str, region: str) -> None:
