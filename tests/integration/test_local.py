@@ -79,9 +79,11 @@ def test_a_failing_rank_fails_the_command_with_its_reason_and_leaves_nothing(
         str(tmp_path / "out"),
         timeout=300,
     )
-    assert cli.returncode == 1, cli.stderr[-3000:]
+    # The failing rank exits 1, or 134 when gloo's threads abort its exit (its group is still open): smimg exits
+    # with the root cause's own code either way.
+    assert cli.returncode in (1, 134), cli.stderr[-3000:]
     tail = cli.stderr[cli.stderr.index(f"job {name} failed") :]
-    assert "algo-2 failed (exit 1):" in tail and "ValueError: rank 3 was told to fail" in tail, tail
+    assert f"algo-2 failed (exit {cli.returncode}):" in tail and "ValueError: rank 3 was told to fail" in tail, tail
     assert not (tmp_path / "out" / "model.tar.gz").exists()
     assert (tmp_path / "out" / "output.tar.gz").exists()
     assert leftovers(name) == []

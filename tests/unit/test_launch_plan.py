@@ -123,5 +123,5 @@ def test_dry_run_prints_the_request_and_calls_no_aws(tmp_path: Path) -> None:
 
 def test_an_image_in_another_region_is_refused_before_any_aws_call() -> None:
     plan = cloud.plan_launch(JOB)  # the image is in us-east-1
-    with pytest.raises(LaunchError, match="^the image is in ECR in us-east-1 and the job would run in eu-west-1"):
+    with pytest.raises(LaunchError, match=r"^the image is in ECR in us-east-1 and the job would run in eu-west-1"):
         cloud.launch(plan, print, region="eu-west-1")
