@@ -87,6 +87,12 @@ def test_a_job_becomes_its_create_training_job_request() -> None:
         ({"image": "team/bert:1"}, "team/bert:1 is not an image in ECR"),
         ({"instance_type": "g5.2xlarge"}, "--instance-type g5.2xlarge is not a SageMaker instance type"),
         ({"network_isolation": True, "channels": (("code", "s3://b/c"),)}, "--input code= is taken"),
+        ({"subnets": ("subnet-1a",)}, "--subnets and --security-groups go together"),
+        ({"subnets": ("net-1",), "security_groups": ("sg-1",)}, "--subnets 'net-1' is not a subnet-... ID"),
+        (
+            {"subnets": ("subnet-1",), "security_groups": tuple(f"sg-{i}" for i in range(6))},
+            "--security-groups names 6",
+        ),
     ],
 )
 def test_what_sagemaker_or_smimg_cannot_run_is_refused_before_anything_is_uploaded(
@@ -104,6 +110,8 @@ def test_an_isolated_jobs_code_comes_in_as_a_channel_and_the_cloud_takes_more_ho
     submit = request["HyperParameters"]["sagemaker_submit_directory"]
     assert submit == '"/opt/ml/input/data/code/sourcedir.tar.gz"'
     assert request["EnableNetworkIsolation"] and request["ResourceConfig"]["InstanceCount"] == 40
+    vpc = cloud.plan_launch(replace(JOB, subnets=("subnet-0a", "subnet-0b"), security_groups=("sg-01",))).request
+    assert vpc["VpcConfig"] == {"Subnets": ["subnet-0a", "subnet-0b"], "SecurityGroupIds": ["sg-01"]}
 
 
 def test_dry_run_prints_the_request_and_calls_no_aws(tmp_path: Path) -> None:

@@ -56,6 +56,13 @@ def launch_command(
         int, typer.Option("--volume-size", help="VolumeSizeInGB per instance.")
     ] = cloud.plan.DEFAULT_VOLUME_GB,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE tag on the job; repeatable.")] = None,
+    subnets: Annotated[
+        str | None,
+        typer.Option("--subnets", help="VpcConfig: subnet-... IDs, comma-separated (with --security-groups)."),
+    ] = None,
+    security_groups: Annotated[
+        str | None, typer.Option("--security-groups", help="VpcConfig: sg-... IDs, comma-separated (with --subnets).")
+    ] = None,
     region: Region = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the CreateTrainingJob request; launch nothing.")
@@ -98,6 +105,8 @@ def launch_command(
         spot=spot,
         max_wait=max_wait,
         tags=tag or (),
+        subnets=[s for s in (subnets or "").split(",") if s],
+        security_groups=[g for g in (security_groups or "").split(",") if g],
     )
     plan = cloud.plan_launch(job)
     if dry_run:

@@ -34,6 +34,8 @@ def make_cloud_job(
     spot: bool = False,
     max_wait: int | None = None,
     tags: Iterable[str] = (),
+    subnets: Iterable[str] = (),
+    security_groups: Iterable[str] = (),
 ) -> CloudJob:
     """The job to plan; without ``output``, the SageMaker SDK's default bucket (``sagemaker-REGION-ACCOUNT``).
 
@@ -68,6 +70,8 @@ def make_cloud_job(
         spot=spot,
         max_wait=max_wait,
         tags=tuple(parse_pairs(tags, "--tag")),
+        subnets=tuple(subnets),
+        security_groups=tuple(security_groups),
     )
 
 

@@ -49,6 +49,8 @@ class CloudJob:
     spot: bool = False
     max_wait: int | None = None  # spot only; default: twice max_run (room to wait for capacity and be interrupted)
     tags: tuple[tuple[str, str], ...] = ()
+    subnets: tuple[str, ...] = ()  # VpcConfig: the job's instances in these subnets,
+    security_groups: tuple[str, ...] = ()  # with these security groups (both or neither)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ def plan_launch(job: CloudJob) -> LaunchPlan:
         request["StoppingCondition"]["MaxWaitTimeInSeconds"] = job.max_wait or min(2 * job.max_run, MAX_WAIT_LIMIT)
     if job.tags:
         request["Tags"] = [{"Key": key, "Value": value} for key, value in job.tags]
+    if job.subnets:
+        request["VpcConfig"] = {"Subnets": list(job.subnets), "SecurityGroupIds": list(job.security_groups)}
     try:
         plan_training(request, max_instances=None)
     except ApiError as exc:
@@ -136,6 +140,7 @@ def _check(job: CloudJob) -> None:
         raise LaunchError(f"--checkpoints {job.checkpoints} is not an S3 URI", "pass s3://BUCKET/PREFIX")
     if job.source_dir is not None and not job.entry_point:
         raise LaunchError("--source-dir needs --entry-point", "name the script to run, e.g. --entry-point train.py")
+    _check_vpc(job.subnets, job.security_groups)
     if job.max_wait is not None and not job.spot:
         raise LaunchError("--max-wait is for spot jobs", "add --spot, or leave --max-wait out")
     if job.spot and job.max_wait is not None and job.max_wait < job.max_run:
@@ -143,6 +148,19 @@ def _check(job: CloudJob) -> None:
             f"--max-wait {job.max_wait} is below --max-run {job.max_run}",
             "SageMaker needs MaxWaitTimeInSeconds >= MaxRuntimeInSeconds: raise --max-wait",
         )
+
+
+def _check_vpc(subnets: tuple[str, ...], groups: tuple[str, ...]) -> None:
+    if bool(subnets) != bool(groups):
+        raise LaunchError(
+            "--subnets and --security-groups go together", "pass both (VpcConfig needs subnets and security groups)"
+        )
+    for flag, values, prefix, most in (("--subnets", subnets, "subnet-", 16), ("--security-groups", groups, "sg-", 5)):
+        if len(values) > most:
+            raise LaunchError(f"{flag} names {len(values)}; SageMaker takes at most {most}", f"pass at most {most}")
+        for value in values:
+            if not re.fullmatch(rf"{prefix}[0-9a-z]+", value):
+                raise LaunchError(f"{flag} {value!r} is not a {prefix}... ID", f"pass IDs such as {prefix}0123abcd")
 
 
 def _hyperparameters(job: CloudJob, submit: str | None) -> dict[str, str]:
