@@ -150,6 +150,19 @@ def local_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from api_server(tmp_path_factory.mktemp("api"))
 
 
+def local_api_env(endpoint: str) -> dict[str, str]:
+    """Launch code's environment for the local API: AWS_ENDPOINT_URL at it (the one change), dummy credentials, no
+    instance metadata, none of this machine's own AWS settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return env | {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
 def api_server(state: Path, *args: str) -> Iterator[str]:
     """A local API server's endpoint while it serves; then Ctrl-C, which must leave no smimg-api-* container."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

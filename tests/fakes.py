@@ -1,18 +1,17 @@
-"""In-memory stand-ins for the engine port, the runner and a registry, to test executors' logic without Docker.
+"""In-memory stand-ins for the engine port and a registry, to test executors' logic without Docker.
 
 They do what the real adapters do at the level the executors see: images by reference, containers that end with a
 scripted exit code after a scripted number of polls (as ``scripted`` says, once started), pushes that answer with
-scripted progress messages, and a runner that records argv.
+scripted progress messages, and a registry's tags and manifests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smimg.adapters.runner import Completed, Runner
 from smimg.engine import Builder, BuilderKind, ContainerSpec, ContainerState, Image
 from smimg.errors import CommandError, DockerUnavailable, LocalError
 
@@ -154,28 +153,6 @@ class FakeEngine:
 
     def login(self, registry: str, username: str, password: str) -> None:
         self._call("login", registry)
-
-
-class FakeRunner(Runner):
-    """Records every command; ``on_stream`` may act on one or raise."""
-
-    def __init__(self, on_stream: Callable[[Sequence[str]], None] | None = None) -> None:
-        self.commands: list[tuple[str, ...]] = []
-        self.on_stream = on_stream
-
-    def stream(self, argv: Sequence[str], **_: Any) -> str:
-        self.commands.append(tuple(argv))
-        if self.on_stream is not None:
-            self.on_stream(argv)
-        return ""
-
-    def capture(self, argv: Sequence[str], *, timeout: float = 30) -> Completed:
-        self.commands.append(tuple(argv))
-        return Completed(tuple(argv), 0, "")
-
-    def interactive(self, argv: Sequence[str]) -> int:
-        self.commands.append(tuple(argv))
-        return 0
 
 
 @dataclass

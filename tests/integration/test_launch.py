@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import tarfile
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SMIMG, api_server
+from tests.conftest import SMIMG, api_server, local_api_env
 
 pytestmark = pytest.mark.docker
 
@@ -24,14 +23,7 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
 
 def aws_env(endpoint: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return env | {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "a",
-        "AWS_SECRET_ACCESS_KEY": "b",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "SMIMG_ROLE": ROLE,
-    }
+    return local_api_env(endpoint) | {"SMIMG_ROLE": ROLE}
 
 
 def s3(endpoint: str) -> Any:

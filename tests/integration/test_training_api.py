@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SMIMG
+from tests.conftest import SMIMG, local_api_env
 
 pytestmark = pytest.mark.docker
 
@@ -227,16 +227,10 @@ from sagemaker.train.distributed import Torchrun
 
 
 def sdk_env(endpoint: str, folder: Path) -> dict[str, str]:
-    """Launch code's environment: AWS_ENDPOINT_URL is the change; dummy credentials, the SDK's telemetry off."""
+    """local_api_env, with the SDK's telemetry and SDK v3's IAM role check off (neither is served here)."""
     config = folder / "sagemaker-config.yaml"
     config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return env | {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "a",
-        "AWS_SECRET_ACCESS_KEY": "b",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
+    return local_api_env(endpoint) | {
         "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
         "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
         # SDK v3 checks the role through IAM (SimulatePrincipalPolicy, GetRole), which the local API does not serve.

@@ -15,9 +15,8 @@ from smimg.adapters import aws
 from smimg.cloud import watch
 from smimg.cloud.plan import LaunchPlan
 from smimg.errors import AwsError, LaunchError, WatchLost
+from smimg.local import MAX_RUNTIME_EXCEEDED
 from smimg.refs import ImageRef
-
-MAX_RUNTIME_EXCEEDED = "MaxRuntimeExceeded"
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ def _check_name(sagemaker: Any, name: str, region: str) -> None:
     )
 
 
-def _check_inputs(plan: LaunchPlan, region: str | None) -> None:
+def _check_inputs(plan: LaunchPlan, region: str) -> None:
     """The output bucket exists and every channel holds an object: else SageMaker fails the job only after
     starting its instances."""
     s3 = aws.client("s3", region)

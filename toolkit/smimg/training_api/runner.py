@@ -87,7 +87,7 @@ class Run:
         if self.stopping.is_set():
             self.store.finish(name, records.STOPPED, "Stopped")
         elif result.ended_by == local.MAX_RUNTIME_EXCEEDED:
-            self.store.finish(name, records.STOPPED, "MaxRuntimeExceeded")
+            self.store.finish(name, records.STOPPED, local.MAX_RUNTIME_EXCEEDED)
         elif result.ok:
             self.store.finish(name, records.COMPLETED, "Completed")
         else:
@@ -142,7 +142,7 @@ class Run:
 
     def _restarted(self) -> None:
         """As SageMaker shows a spot interruption: Interrupted, then the job starts and trains again."""
-        for status in ("Interrupted", "Starting", "Training"):
+        for status in (local.INTERRUPTED, "Starting", "Training"):
             self.store.secondary(self.plan.name, status)
 
     def _upload(self, result: local.LocalResult) -> str | None:
