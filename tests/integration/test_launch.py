@@ -18,6 +18,7 @@ from tests.conftest import SMIMG, api_server, local_api_env
 pytestmark = pytest.mark.docker
 
 RESUME = Path(__file__).parent.parent / "fixtures" / "resume"
+JOB_SPEC = Path(__file__).parent.parent / "fixtures" / "job"
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
@@ -34,20 +35,42 @@ def s3(endpoint: str) -> Any:
     )
 
 
-def launch_args(job_image: str, name: str, steps: str) -> list[str]:
+def launch_args(job_image: str | None, name: str, steps: str) -> list[str]:
+    image = [f"{ECR}/{job_image}"] if job_image else ["-f", str(JOB_SPEC)]  # no image: the spec's, pushed first
     return [
-        "launch", f"{ECR}/{job_image}", "-n", "2", "--instance-type", "ml.m5.xlarge",
+        "launch", *image, "-n", "2", "--instance-type", "ml.m5.xlarge",
         "--input", "train=s3://launching/data", "--source-dir", str(RESUME), "--entry-point", "resume.py",
         "--hp", f"steps={steps}", "--env", "SMIMG_LAUNCHER=python", "--output", "s3://launching/out",
         "--job-name", name,
     ]  # fmt: skip
 
 
+def in_ecr(endpoint: str, job_image: str) -> None:
+    """The local image as `smimg push` leaves it in ECR (the local API's): its manifest, with the image as config."""
+    import boto3
+
+    from smimg.adapters import registry
+    from smimg.adapters.docker_engine import default_engine
+
+    image = default_engine().image(job_image)
+    assert image is not None
+    repository, tag = job_image.rsplit(":", 1)
+    ecr = boto3.client(
+        "ecr", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
+    )
+    ecr.create_repository(repositoryName=repository)
+    config = {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": image.id}
+    manifest = {"schemaVersion": 2, "mediaType": registry.DOCKER_MANIFEST, "config": config, "layers": []}
+    ecr.put_image(repositoryName=repository, imageManifest=json.dumps(manifest), imageTag=tag)
+
+
 @pytest.fixture(scope="module")
-def bucket(local_api: str) -> str:
+def bucket(local_api: str, job_image: str) -> str:
+    """The launch tests' bucket with one input object, and their image in ECR."""
     client = s3(local_api)
     client.create_bucket(Bucket="launching")
     client.put_object(Bucket="launching", Key="data/part-0", Body=b"x")
+    in_ecr(local_api, job_image)
     return "launching"
 
 
@@ -55,10 +78,12 @@ def test_a_launched_job_is_watched_to_its_end_with_every_hosts_lines_and_its_mod
     local_api: str, bucket: str, job_image: str, tmp_path: Path
 ) -> None:
     proc = subprocess.run(
-        [*SMIMG, *launch_args(job_image, "smimg-api-launch", "4"), "--download", str(tmp_path / "model")],
+        [*SMIMG, *launch_args(None, "smimg-api-launch", "4"), "--download", str(tmp_path / "model")],
         env=aws_env(local_api), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # The spec's image: ECR holds its content tag already, so nothing is uploaded, and the job runs it by digest.
+    assert "is already in the registry" in proc.stderr, proc.stderr[-4000:]
     for line in ("smimg: Starting", "smimg: Training", "algo-1 | DONE algo-1 step=4", "algo-2 | DONE algo-2 step=4"):
         assert line in proc.stderr, proc.stderr[-4000:]
     assert "job smimg-api-launch completed" in proc.stderr
@@ -74,7 +99,9 @@ def test_a_launched_job_is_watched_to_its_end_with_every_hosts_lines_and_its_mod
     described = subprocess.run(
         [*SMIMG, "jobs", "describe", "smimg-api-launch"], env=env, capture_output=True, text=True
     )
-    assert json.loads(described.stdout)["ModelArtifacts"]["S3ModelArtifacts"] == proc.stdout.strip()
+    description = json.loads(described.stdout)
+    assert description["ModelArtifacts"]["S3ModelArtifacts"] == proc.stdout.strip()
+    assert description["AlgorithmSpecification"]["TrainingImage"].startswith(f"{ECR}/{job_image.split(':')[0]}@sha256:")
     logs = subprocess.run([*SMIMG, "jobs", "logs", "smimg-api-launch"], env=env, capture_output=True, text=True)
     assert "algo-1 | DONE algo-1 step=4" in logs.stdout and "algo-2 | START algo-2 step=0" in logs.stdout
 
@@ -151,6 +178,7 @@ def test_a_spot_job_interrupted_resumes_from_its_checkpoints_and_reports_its_sav
     client = s3(spot_api)
     client.create_bucket(Bucket="launching")
     client.put_object(Bucket="launching", Key="data/part-0", Body=b"x")
+    in_ecr(spot_api, job_image)
     args = launch_args(job_image, "smimg-api-launch-spot", "80")  # 8 s of steps: the reclaim comes mid-way
     args += ["--spot", "--max-wait", "900", "--max-run", "600", "--checkpoints", "s3://launching/ckpt", "--json"]
     proc = subprocess.run([*SMIMG, *args], env=aws_env(spot_api), capture_output=True, text=True, timeout=300)

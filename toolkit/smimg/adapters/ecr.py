@@ -65,15 +65,22 @@ def image_digest(ecr: Any, repository: str, tag: str) -> str | None:
     return str(details[0]["imageDigest"]) if details else None
 
 
-def manifest(ecr: Any, repository: str, digest: str, media_types: list[str]) -> tuple[str, dict[str, Any]] | None:
-    """The media type and body of the manifest ECR holds for ``digest``; None when it holds none."""
-    images = call(
+def manifest(
+    ecr: Any, repository: str, digest: str, media_types: list[str], registry_id: str | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    """The media type and body of the manifest ECR holds for ``digest`` (in ``registry_id``'s registry, default
+    the caller's); None when it holds none."""
+    where = {"registryId": registry_id} if registry_id else {}
+    found = call(
         ecr.batch_get_image,
         f"read the manifest of {repository}@{digest}",
+        missing=frozenset({"RepositoryNotFoundException"}),
         repositoryName=repository,
         imageIds=[{"imageDigest": digest}],
         acceptedMediaTypes=media_types,
-    )["images"]
+        **where,
+    )
+    images = found["images"] if found else []
     if not images:
         return None
     body: dict[str, Any] = json.loads(images[0]["imageManifest"])

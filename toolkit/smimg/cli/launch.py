@@ -9,7 +9,7 @@ import typer
 
 from smimg import cloud
 from smimg.cli import console
-from smimg.cli.options import EntryPoint, Env, HyperparameterFile, Hyperparameters, Instances, Json
+from smimg.cli.options import EntryPoint, Env, HyperparameterFile, Hyperparameters, Instances, Json, SpecPath
 
 Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Channel NAME=s3://bucket/prefix; repeatable.")]
 SourceDir = Annotated[
@@ -24,8 +24,15 @@ jobs_app = typer.Typer(help="SageMaker training jobs: watch one again, or stop i
 
 
 def launch_command(
-    image: Annotated[str, typer.Argument(help="The image's registry URI (ECR), as `smimg push` printed it.")],
-    instance_type: Annotated[str, typer.Option("--instance-type", help="e.g. ml.g5.2xlarge.")],
+    image: Annotated[
+        str | None,
+        typer.Argument(
+            help="An ECR URI (pinned to its digest once checked), or a local image (pushed first). Default: the "
+            "image the spec builds now, pushed first."
+        ),
+    ] = None,
+    spec: SpecPath = None,
+    instance_type: Annotated[str | None, typer.Option("--instance-type", help="e.g. ml.g5.2xlarge.")] = None,
     role: Annotated[
         str | None, typer.Option("--role", envvar="SMIMG_ROLE", help="IAM role ARN SageMaker assumes (SMIMG_ROLE).")
     ] = None,
@@ -84,12 +91,14 @@ def launch_command(
     Example: `smimg launch ACCOUNT.dkr.ecr.REGION.amazonaws.com/team/bert:abc -n 2 --instance-type ml.g5.2xlarge
     --input train=s3://bucket/train --source-dir src --entry-point train.py`
     """
+    where = cloud.resolve_region(region, image)
+    say = console.line_printer()
     job = cloud.make_cloud_job(
-        image,
+        cloud.resolve_image(image, spec, where, say, check=not dry_run),
         instance_type=instance_type,
         role=role,
         output=output,
-        region=region,
+        region=where,
         instances=instances,
         inputs=inputs or (),
         hyperparameters=hp or (),
@@ -112,8 +121,7 @@ def launch_command(
     if dry_run:
         console.out.print(plan.as_json(), markup=False)
         return
-    where = cloud.resolve_region(region)
-    result = cloud.launch(plan, console.line_printer(), region=where, stop_on_interrupt=stop_on_interrupt)
+    result = cloud.launch(plan, say, region=where, stop_on_interrupt=stop_on_interrupt)
     _report(result, json, download, where)
 
 

@@ -1,11 +1,13 @@
 """Run in the cloud: the same job as ``smimg local run``, as a SageMaker training job, watched to its end.
 
+``image`` (the image pinned to its digest once ECR shows SageMaker can pull it, a local one pushed first) →
 ``plan`` (pure: ``CloudJob`` → the CreateTrainingJob request, checked with SageMaker's limits) → ``execute``
 (inputs checked, code uploaded, the job created, ``watch`` follows its status and every host's log lines).
 """
 
 from smimg.cloud import plan, watch
 from smimg.cloud.execute import CloudResult, attach, describe, download, jobs, launch, logs, resolve_region, stop
+from smimg.cloud.image import pin_image, resolve_image
 from smimg.cloud.job import make_cloud_job
 from smimg.cloud.plan import CloudJob, LaunchPlan, plan_launch
 
@@ -20,8 +22,10 @@ __all__ = [
     "launch",
     "logs",
     "make_cloud_job",
+    "pin_image",
     "plan",
     "plan_launch",
+    "resolve_image",
     "resolve_region",
     "stop",
     "watch",

@@ -13,10 +13,11 @@ from typing import Any
 from smimg import interrupts
 from smimg.adapters import aws
 from smimg.cloud import watch
+from smimg.cloud.image import check_region
 from smimg.cloud.plan import LaunchPlan
 from smimg.errors import AwsError, LaunchError, WatchLost
 from smimg.local import MAX_RUNTIME_EXCEEDED
-from smimg.refs import ImageRef
+from smimg.refs import ImageRef, is_valid
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,15 @@ class CloudResult:
         )
 
 
-def resolve_region(region: str | None) -> str:
-    """``--region``, else the standard chain's (AWS_REGION, AWS_DEFAULT_REGION, the profile's): one region for
-    every call of a launch.
+def resolve_region(region: str | None, image: str | None = None) -> str:
+    """``--region``, else the standard chain's (AWS_REGION, AWS_DEFAULT_REGION, the profile's), else the region of
+    the image's ECR: one region for every call of a launch.
 
     Raises:
         LaunchError: none is set.
     """
-    region = region or aws.configured_region()
+    location = ImageRef.parse(image).ecr if image and is_valid(image) else None
+    region = region or aws.configured_region() or (location[1] if location else None)
     if not region:
         raise LaunchError("no AWS region", "pass --region, or set AWS_REGION (or a profile's region)")
     return region
@@ -82,7 +84,7 @@ def launch(
         KeyboardInterrupt: Ctrl-C detached from the job (it keeps running), or stopped it and then detached.
     """
     name = plan.job.name
-    _check_image_region(plan.job.image, region)
+    check_region(plan.job.image, region)
     sagemaker = aws.client("sagemaker", region)
     _check_name(sagemaker, name, region)
     _check_inputs(plan, region)
@@ -165,17 +167,6 @@ def stop(name: str, region: str) -> None:
     sagemaker = aws.client("sagemaker", region)
     watch.describe(sagemaker, name, region)
     aws.call(sagemaker.stop_training_job, f"stop training job {name}", TrainingJobName=name)
-
-
-def _check_image_region(image: str, region: str) -> None:
-    """SageMaker pulls a training image from ECR in the job's own region only."""
-    location = ImageRef.parse(image).ecr
-    if location is not None and location[1] != region:
-        raise LaunchError(
-            f"the image is in ECR in {location[1]} and the job would run in {region}: SageMaker pulls only from the "
-            "job's own region",
-            f"push it to {region} (`smimg push --region {region}`), or launch in {location[1]} (--region)",
-        )
 
 
 def _check_name(sagemaker: Any, name: str, region: str) -> None:

@@ -15,7 +15,7 @@ from smimg.local.job import job_name, load_hyperparameters, parse_pairs, resolve
 def make_cloud_job(
     image: str,
     *,
-    instance_type: str,
+    instance_type: str | None,
     role: str | None,
     output: str | None,
     region: str | None = None,
@@ -40,10 +40,12 @@ def make_cloud_job(
     """The job to plan; without ``output``, the SageMaker SDK's default bucket (``sagemaker-REGION-ACCOUNT``).
 
     Raises:
-        LaunchError: no role.
+        LaunchError: no instance type or no role.
         LocalError: a missing code folder or script, a malformed pair (as `local run` says it).
         AwsError: the default bucket's account could not be found.
     """
+    if not instance_type:
+        raise LaunchError("no instance type for the job", "pass --instance-type, e.g. ml.g5.2xlarge")
     if not role:
         raise LaunchError(
             "no IAM role for the job",

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from smimg import local, refs
-from smimg.adapters import aws
+from smimg.adapters import aws, ecr, registry
 from smimg.engine import Engine
 from smimg.errors import AwsError, SmimgError
 from smimg.local import results
@@ -159,7 +159,8 @@ class Run:
 
 def local_image(uri: str, engine: Engine) -> str:
     """The local image an ECR (or any) URI names: the reference itself, else its repository:tag without the
-    registry, else a local image whose repository digest it is. Never pulled.
+    registry, else (a digest-pinned URI, as `smimg launch` sends) the local image that ECR's manifest for that
+    digest is the config of. Never pulled.
 
     Raises:
         SmimgError: no such local image, naming how to make one.
@@ -171,13 +172,23 @@ def local_image(uri: str, engine: Engine) -> str:
         raise SmimgError(f"AlgorithmSpecification.TrainingImage: {exc}", "pass an image URI") from None
     if parsed.tag:
         candidates.append(f"{parsed.path}:{parsed.tag}")
+    if parsed.digest and parsed.ecr:
+        candidates.append(_config_of(parsed, parsed.digest))
     for candidate in candidates:
-        if engine.image(candidate) is not None:
+        if candidate and engine.image(candidate) is not None:
             return candidate
     raise SmimgError(
         f"AlgorithmSpecification.TrainingImage {uri}: no such image on this machine (the local API never pulls)",
         f"build it (`smimg build`) or tag a local image as {candidates[-1]}",
     )
+
+
+def _config_of(ref: refs.ImageRef, digest: str) -> str:
+    """The image ID (config digest) of the manifest ECR holds for ``digest``; "" when it holds none."""
+    assert ref.ecr is not None
+    client = aws.client("ecr", ref.ecr[1])
+    found = ecr.manifest(client, ref.path, digest, [registry.DOCKER_MANIFEST], registry_id=ref.ecr[0])
+    return str((found[1].get("config") or {}).get("digest", "")) if found else ""
 
 
 def _code(uri: str, into: Path) -> Path:

@@ -1,0 +1,157 @@
+"""The training image of a launch, checked as SageMaker will pull it, and pinned to the digest that was checked.
+
+SageMaker pulls from ECR in the job's region only, and refuses an image index (what a multi-platform or
+attestation-carrying build pushes) as well as an image for another platform: each of these fails the job only
+after its instances have started. Pinning the tag to its digest makes the job run exactly the image checked here,
+however the tag moves afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from smimg.adapters import aws, ecr, registry
+from smimg.engine import Engine
+from smimg.errors import LaunchError
+from smimg.refs import ImageRef
+
+PLATFORM = ("linux", "amd64")  # SageMaker's training instances
+
+
+def resolve_image(
+    image: str | None,
+    spec: Path | None,
+    region: str,
+    say: Callable[[str], None],
+    *,
+    check: bool = True,
+    engine: Engine | None = None,
+) -> str:
+    """The ECR URI to launch: ``image`` pinned (``pin_image``); or a local image, default the one the spec builds
+    now, pushed to ECR first as `smimg push` would (skipped when ECR holds it) and its pinned URI. Without
+    ``check`` (``--dry-run``) nothing is read from ECR or pushed: the URI the launch would use, unpinned.
+
+    Raises:
+        LaunchError, PushError, ImageNotFound, SpecError, AwsError: the image cannot be launched as it is, or the
+            push failed.
+    """
+    if image is not None and ImageRef.parse(image).ecr is not None:
+        return pin_image(image, region, say, engine) if check else image
+    from smimg import build, ship  # loaded only when a local image is to be pushed
+    from smimg.spec import load_spec
+
+    loaded = load_spec(spec) if image is None or spec is not None else None
+    if image is None:
+        assert loaded is not None
+        image = build.current_tag(loaded, engine)
+    plan = ship.prepare_push(image, loaded.spec if loaded else None, region=region, engine=engine)
+    if plan.target.region is None:
+        raise LaunchError(
+            f"the spec pushes to {plan.target.registry}, not ECR: SageMaker trains only from ECR",
+            "remove push.registry from smimg.yaml, or push to ECR and pass the image's URI",
+        )
+    if not check:
+        return plan.target.ref(plan.content_tag)
+    say(f"smimg: pushing {image} to {plan.target.ref(plan.content_tag)} (skipped if ECR holds it)")
+    pushed = ship.push(plan, engine=engine, on_line=lambda line: say(f"smimg: {line}"))
+    return pushed.uri
+
+
+def pin_image(uri: str, region: str, say: Callable[[str], None], engine: Engine | None = None) -> str:
+    """``uri`` as ``REGISTRY/REPOSITORY@DIGEST``, once ECR shows it holds one Docker v2 manifest for linux/amd64.
+
+    ``engine``: where to read the image's platform when the image is on this machine (ECR's API gives manifests,
+    not image configs).
+
+    Raises:
+        LaunchError: not in ECR, in another region, no such tag or digest, an index or a foreign manifest, or an
+            image for another platform.
+        AwsError: ECR could not be read (credentials, permissions).
+    """
+    ref = ImageRef.parse(uri)
+    location = ref.ecr
+    if location is None:
+        raise LaunchError(
+            f"{uri} is not an image in ECR: SageMaker trains only from ECR",
+            "push it first (`smimg push` prints its URI), or leave the image out to push the spec's",
+        )
+    account, _ = location
+    check_region(uri, region)
+    client = aws.client("ecr", region)
+    digest = ref.digest or _digest_of_tag(client, account, ref)
+    found = ecr.manifest(client, ref.path, digest, registry.MANIFEST_TYPES, registry_id=account)
+    if found is None:
+        raise LaunchError(f"{ref.repository}@{digest} is not in ECR", "push it (`smimg push`) and launch its URI")
+    media_type, body = found
+    _check_manifest(uri, media_type, body)
+    _check_platform(uri, str((body.get("config") or {}).get("digest", "")), engine)
+    pinned = f"{ref.repository}@{digest}"
+    if ref.digest is None:
+        say(f"smimg: {uri} is {digest}: the job runs that image, however the tag moves")
+    return pinned
+
+
+def _digest_of_tag(client: Any, account: str, ref: ImageRef) -> str:
+    tag = ref.tag_or_latest
+    found = aws.call(
+        client.describe_images,
+        f"look up {ref.path}:{tag} in ECR",
+        missing=frozenset({"ImageNotFoundException", "RepositoryNotFoundException"}),
+        registryId=account,
+        repositoryName=ref.path,
+        imageIds=[{"imageTag": tag}],
+    )
+    details = found["imageDetails"] if found else []
+    if not details:
+        raise LaunchError(
+            f"{ref.repository}:{tag} is not in ECR: SageMaker could not pull it",
+            f"push it first (`smimg push`), or check the tag (`aws ecr describe-images --repository-name {ref.path}`)",
+        )
+    return str(details[0]["imageDigest"])
+
+
+def _check_manifest(uri: str, media_type: str, body: dict[str, Any]) -> None:
+    if media_type in {registry.OCI_INDEX, registry.DOCKER_LIST}:
+        platforms = sorted(
+            f"{(m.get('platform') or {}).get('os', '?')}/{(m.get('platform') or {}).get('architecture', '?')}"
+            for m in body.get("manifests") or ()
+        )
+        raise LaunchError(
+            f"{uri} is an image index ({', '.join(platforms) or 'no platforms'}): SageMaker pulls only a "
+            "single-platform Docker v2 manifest",
+            "push it again with smimg (`smimg push` pushes one linux/amd64 manifest, no attestations)",
+        )
+    if media_type != registry.DOCKER_MANIFEST:
+        raise LaunchError(
+            f"{uri} has a {media_type} manifest: SageMaker pulls Docker v2 schema 2 ({registry.DOCKER_MANIFEST})",
+            "push it again with smimg or the Docker engine (it converts to Docker v2 schema 2)",
+        )
+
+
+def _check_platform(uri: str, config: str, engine: Engine | None) -> None:
+    """The platform from the local image with the manifest's config, when there is one here."""
+    if engine is None or not config:
+        return
+    image = engine.image(config)
+    if image is not None and (image.os, image.architecture) != PLATFORM:
+        raise LaunchError(
+            f"{uri} is a {image.os}/{image.architecture} image: SageMaker's instances run {'/'.join(PLATFORM)}",
+            "build it for linux/amd64 (`smimg build` does) and push it again",
+        )
+
+
+def check_region(image: str, region: str) -> None:
+    """SageMaker pulls a training image from ECR in the job's own region only.
+
+    Raises:
+        LaunchError: the image is in another region's ECR.
+    """
+    location = ImageRef.parse(image).ecr
+    if location is not None and location[1] != region:
+        raise LaunchError(
+            f"the image is in ECR in {location[1]} and the job would run in {region}: SageMaker pulls only from the "
+            "job's own region",
+            f"push it to {region} (`smimg push --region {region}`), or launch in {location[1]} (--region)",
+        )
