@@ -166,6 +166,36 @@ def test_an_empty_input_is_refused_before_a_job_is_created(local_api: str, bucke
     assert s3(local_api).head_object(Bucket=bucket, Key=code)["ETag"] == before
 
 
+def test_a_matching_launch_starts_on_the_warm_pool_and_another_is_told_why_not(
+    local_api: str, bucket: str, job_image: str
+) -> None:
+    def launch(name: str, *more: str) -> str:
+        args = [*launch_args(job_image, name, "1"), "--keep-alive", "600", *more]
+        proc = subprocess.run([*SMIMG, *args], env=aws_env(local_api), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return proc.stderr
+
+    def pool(name: str) -> dict[str, Any]:
+        described = subprocess.run([*SMIMG, "jobs", "describe", name], env=aws_env(local_api), capture_output=True)
+        return json.loads(described.stdout)["WarmPoolStatus"]  # type: ignore[no-any-return]
+
+    first = launch("smimg-api-warm-1", "--tag", "team=nlp")
+    assert "warm pool: none is available" in first and "warm pool: its instances are kept 600 s" in first
+    other = launch("smimg-api-warm-2", "--instance-type", "ml.m5.2xlarge", "--volume-size", "40")
+    assert (
+        "warm pool: none matches; the nearest, smimg-api-warm-1's, differs in ResourceConfig.InstanceType "
+        "ml.m5.xlarge there, ml.m5.2xlarge here; ResourceConfig.VolumeSizeInGB 30 there, 40 here"
+    ) in other
+    assert pool("smimg-api-warm-1")["Status"] == "Available"
+    # Tags, hyperparameters and code are not what SageMaker matches on.
+    matching = launch("smimg-api-warm-3", "--hp", "step_seconds=0.05")
+    assert "warm pool: the job matches smimg-api-warm-1's, and starts on its instances" in matching
+    assert pool("smimg-api-warm-1")["Status"] == "Reused" and pool("smimg-api-warm-1")["ReusedByJob"] == (
+        "smimg-api-warm-3"
+    )
+    assert pool("smimg-api-warm-3")["Status"] == "Available"
+
+
 @pytest.fixture
 def spot_api(tmp_path: Path) -> Iterator[str]:
     """A local API that interrupts every managed spot job once, 5 s in."""

@@ -93,6 +93,8 @@ def test_a_job_becomes_its_create_training_job_request() -> None:
             {"subnets": ("subnet-1",), "security_groups": tuple(f"sg-{i}" for i in range(6))},
             "--security-groups names 6",
         ),
+        ({"keep_alive": 600}, "--keep-alive and --spot do not go together"),
+        ({"spot": False, "max_wait": None, "keep_alive": 21601}, "SageMaker would refuse this job: 1 validation"),
     ],
 )
 def test_what_sagemaker_or_smimg_cannot_run_is_refused_before_anything_is_uploaded(
@@ -110,6 +112,8 @@ def test_an_isolated_jobs_code_comes_in_as_a_channel_and_the_cloud_takes_more_ho
     submit = request["HyperParameters"]["sagemaker_submit_directory"]
     assert submit == '"/opt/ml/input/data/code/sourcedir.tar.gz"'
     assert request["EnableNetworkIsolation"] and request["ResourceConfig"]["InstanceCount"] == 40
+    warm = cloud.plan_launch(replace(JOB, spot=False, max_wait=None, keep_alive=1800)).request
+    assert warm["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 1800
     vpc = cloud.plan_launch(replace(JOB, subnets=("subnet-0a", "subnet-0b"), security_groups=("sg-01",))).request
     assert vpc["VpcConfig"] == {"Subnets": ["subnet-0a", "subnet-0b"], "SecurityGroupIds": ["sg-01"]}
 

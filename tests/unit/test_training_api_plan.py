@@ -175,7 +175,7 @@ def test_update_training_job_records_what_it_changes_and_refuses_what_sagemaker_
     assert job["RemoteDebugConfig"] == {"EnableRemoteDebug": True}
     with pytest.raises(ApiError, match="keepAlivePeriodInSeconds' failed to satisfy constraint"):
         api.call(
-            "UpdateTrainingJob", {"TrainingJobName": "bert-1", "ResourceConfig": {"KeepAlivePeriodInSeconds": 7200}}
+            "UpdateTrainingJob", {"TrainingJobName": "bert-1", "ResourceConfig": {"KeepAlivePeriodInSeconds": 21601}}
         )
     with pytest.raises(ApiError, match="Requested resource not found"):
         api.call("UpdateTrainingJob", {"TrainingJobName": "bert-2"})
@@ -196,3 +196,50 @@ def test_a_state_that_is_a_file_or_a_port_in_use_is_named_with_the_fix(tmp_path:
         port = taken.getsockname()[1]
         with pytest.raises(LocalError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
             serve(tmp_path / "state", FakeEngine(), "127.0.0.1", port, print)
+
+
+def test_a_warm_pool_is_kept_taken_over_by_a_matching_job_only_and_ends_when_its_keep_alive_has_passed(
+    tmp_path: Path,
+) -> None:
+    from smimg.training_api import store as records
+    from smimg.training_api.plan import warm_pool_differences
+    from smimg.training_api.server import TrainingApi
+    from tests.fakes import FakeEngine
+
+    def job(name: str, keep: int, **resources: Any) -> dict[str, Any]:
+        config = {**REQUEST["ResourceConfig"], "KeepAlivePeriodInSeconds": keep, **resources}
+        return {**REQUEST, "TrainingJobName": name, "ResourceConfig": config}
+
+    def pool(name: str) -> dict[str, Any] | None:
+        return api.call("DescribeTrainingJob", {"TrainingJobName": name}).get("WarmPoolStatus")
+
+    api = TrainingApi(tmp_path, FakeEngine(), "us-east-1")
+    api.store.create(job("a", 600))
+    assert pool("a") is None  # while it runs, it has no pool to offer
+    api.store.finish("a", records.COMPLETED, "Completed")
+    assert pool("a") == {"Status": "Available", "ResourceRetainedBillableTimeInSeconds": 0}
+    # Another instance type, or no keep-alive of its own: a new cluster; the pool stays.
+    assert warm_pool_differences(job("a", 600), job("b", 600, InstanceType="ml.g5.xlarge")) == [
+        ("ResourceConfig.InstanceType", "ml.g5.2xlarge", "ml.g5.xlarge")
+    ]
+    api.store.create(job("b", 600, InstanceType="ml.g5.xlarge"))
+    api.store.create({**job("c", 0), "ResourceConfig": REQUEST["ResourceConfig"]})
+    assert pool("b") is None and pool("c") is None and pool("a")["Status"] == "Available"  # type: ignore[index]
+    # A match, its hyperparameters and image changed (SageMaker does not match on them), takes the pool over.
+    api.store.create({**job("d", 300), "HyperParameters": {}, "AlgorithmSpecification": {"TrainingImage": "x:2"}})
+    assert pool("a")["Status"] == "Reused" and pool("a")["ReusedByJob"] == "d"  # type: ignore[index]
+    assert pool("d") == {"Status": "InUse"}
+    listed = api.call("ListTrainingJobs", {"WarmPoolStatusEquals": "InUse"})["TrainingJobSummaries"]
+    assert [(j["TrainingJobName"], j["WarmPoolStatus"]["Status"]) for j in listed] == [("d", "InUse")]
+    api.store.finish("d", records.FAILED, "Failed", "ExitCode 1")  # the job's own failure keeps the pool
+    assert pool("d")["Status"] == "Available"  # type: ignore[index]
+    api.store._jobs["d"]["TrainingEndTime"] -= 301  # its keep-alive has passed
+    assert pool("d") == {"Status": "Terminated", "ResourceRetainedBillableTimeInSeconds": 300}
+    # A keep-alive updated to 0 ends a pool at once; a spot job keeps none.
+    api.store.finish("b", records.COMPLETED, "Completed")
+    api.call("UpdateTrainingJob", {"TrainingJobName": "b", "ResourceConfig": {"KeepAlivePeriodInSeconds": 0}})
+    assert pool("b")["Status"] == "Terminated"  # type: ignore[index]
+    spot = {**job("e", 600), "EnableManagedSpotTraining": True}
+    api.store.create(spot)
+    api.store.finish("e", records.COMPLETED, "Completed")
+    assert pool("e") is None

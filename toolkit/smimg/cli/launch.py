@@ -70,6 +70,14 @@ def launch_command(
     security_groups: Annotated[
         str | None, typer.Option("--security-groups", help="VpcConfig: sg-... IDs, comma-separated (with --subnets).")
     ] = None,
+    keep_alive: Annotated[
+        int,
+        typer.Option(
+            "--keep-alive",
+            help="Warm pool: keep the instances this many seconds after the job (KeepAlivePeriodInSeconds), for "
+            "the next launch with the same instance type, count, volume, role, VPC and isolation to start on.",
+        ),
+    ] = 0,
     region: Region = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the CreateTrainingJob request; launch nothing.")
@@ -116,6 +124,7 @@ def launch_command(
         tags=tag or (),
         subnets=[s for s in (subnets or "").split(",") if s],
         security_groups=[g for g in (security_groups or "").split(",") if g],
+        keep_alive=keep_alive,
     )
     plan = cloud.plan_launch(job)
     if dry_run:
@@ -200,6 +209,11 @@ def _report(result: cloud.CloudResult, json: bool, download: Path | None, region
             saved = 1 - result.billable_seconds / result.training_seconds
             seconds += f", spot savings {saved:.0%})" if saved > 0 else ")"
         console.err.print(f"job {result.name} {verdict}: {result.secondary}{seconds}")
+        if result.warm_pool == "Available":
+            console.err.print(
+                f"warm pool: its instances are kept {result.keep_alive} s; a launch with --keep-alive and the same "
+                "instance type, count, volume, role, VPC and isolation starts on them"
+            )
         if result.failure:
             console.err.print("[bold red]failure reason:[/] ", end="")
             console.err.print(result.failure, markup=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from smimg.cloud.plan import LaunchPlan
 from smimg.errors import AwsError, LaunchError, WatchLost
 from smimg.local import MAX_RUNTIME_EXCEEDED
 from smimg.refs import ImageRef, is_valid
+from smimg.training_api.plan import warm_pool_differences
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class CloudResult:
     model: str | None  # ModelArtifacts.S3ModelArtifacts
     training_seconds: int | None
     billable_seconds: int | None
+    warm_pool: str | None = None  # WarmPoolStatus.Status
+    keep_alive: int = 0  # KeepAlivePeriodInSeconds
 
     @property
     def exit_code(self) -> int:
@@ -50,6 +53,8 @@ class CloudResult:
             model=(job.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
             training_seconds=job.get("TrainingTimeInSeconds"),
             billable_seconds=job.get("BillableTimeInSeconds"),
+            warm_pool=(job.get("WarmPoolStatus") or {}).get("Status"),
+            keep_alive=int((job.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds") or 0),
         )
 
 
@@ -88,6 +93,8 @@ def launch(
     sagemaker = aws.client("sagemaker", region)
     _check_name(sagemaker, name, region)
     _check_inputs(plan, region)
+    if plan.job.keep_alive:
+        say(warm_pool_decision(sagemaker, plan.request, region))
     if plan.code_uri is not None and plan.job.source_dir is not None:
         _upload_code(plan.job.source_dir, plan.code_uri, region)
         say(f"smimg: code from {plan.job.source_dir} uploaded to {plan.code_uri}")
@@ -167,6 +174,45 @@ def stop(name: str, region: str) -> None:
     sagemaker = aws.client("sagemaker", region)
     watch.describe(sagemaker, name, region)
     aws.call(sagemaker.stop_training_job, f"stop training job {name}", TrainingJobName=name)
+
+
+def warm_pool_decision(sagemaker: Any, request: Mapping[str, Any], region: str, most: int = 10) -> str:
+    """Which Available warm pool the request matches (SageMaker's own rule), or why the nearest does not: the
+    reuse is decided by SageMaker at creation, so a mismatch is worth knowing before paying for a cold start.
+
+    Raises:
+        AwsError: a call failed.
+    """
+    pools: list[dict[str, Any]] = []
+    pages = aws.paginate(
+        sagemaker,
+        "list_training_jobs",
+        "list the warm pools",
+        WarmPoolStatusEquals="Available",
+        SortBy="CreationTime",
+        SortOrder="Descending",
+    )
+    for page in pages:
+        pools += page.get("TrainingJobSummaries", [])
+        if len(pools) >= most:
+            break
+    nearest: tuple[str, list[tuple[str, Any, Any]]] | None = None
+    for summary in pools[:most]:
+        name = summary["TrainingJobName"]
+        differences = warm_pool_differences(watch.describe(sagemaker, name, region), request)
+        if not differences:
+            return f"smimg: warm pool: the job matches {name}'s, and starts on its instances"
+        if nearest is None or len(differences) < len(nearest[1]):
+            nearest = (name, differences)
+    if nearest is None:
+        return "smimg: warm pool: none is available; the job starts new instances and keeps them after it ends"
+    name, differences = nearest
+    shown = "; ".join(f"{member} {_value(theirs)} there, {_value(ours)} here" for member, theirs, ours in differences)
+    return f"smimg: warm pool: none matches; the nearest, {name}'s, differs in {shown}: the job starts new instances"
+
+
+def _value(value: Any) -> str:
+    return "none" if value is None else ",".join(value) if isinstance(value, list) else str(value)
 
 
 def _check_name(sagemaker: Any, name: str, region: str) -> None:

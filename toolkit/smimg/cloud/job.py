@@ -36,6 +36,7 @@ def make_cloud_job(
     tags: Iterable[str] = (),
     subnets: Iterable[str] = (),
     security_groups: Iterable[str] = (),
+    keep_alive: int = 0,
 ) -> CloudJob:
     """The job to plan; without ``output``, the SageMaker SDK's default bucket (``sagemaker-REGION-ACCOUNT``).
 
@@ -74,6 +75,7 @@ def make_cloud_job(
         tags=tuple(parse_pairs(tags, "--tag")),
         subnets=tuple(subnets),
         security_groups=tuple(security_groups),
+        keep_alive=keep_alive,
     )
 
 

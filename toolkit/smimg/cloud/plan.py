@@ -51,6 +51,7 @@ class CloudJob:
     tags: tuple[tuple[str, str], ...] = ()
     subnets: tuple[str, ...] = ()  # VpcConfig: the job's instances in these subnets,
     security_groups: tuple[str, ...] = ()  # with these security groups (both or neither)
+    keep_alive: int = 0  # KeepAlivePeriodInSeconds: the instances kept this long for a matching next job
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ def plan_launch(job: CloudJob) -> LaunchPlan:
         request["StoppingCondition"]["MaxWaitTimeInSeconds"] = job.max_wait or min(2 * job.max_run, MAX_WAIT_LIMIT)
     if job.tags:
         request["Tags"] = [{"Key": key, "Value": value} for key, value in job.tags]
+    if job.keep_alive:
+        request["ResourceConfig"]["KeepAlivePeriodInSeconds"] = job.keep_alive
     if job.subnets:
         request["VpcConfig"] = {"Subnets": list(job.subnets), "SecurityGroupIds": list(job.security_groups)}
     try:
@@ -141,6 +144,11 @@ def _check(job: CloudJob) -> None:
     if job.source_dir is not None and not job.entry_point:
         raise LaunchError("--source-dir needs --entry-point", "name the script to run, e.g. --entry-point train.py")
     _check_vpc(job.subnets, job.security_groups)
+    if job.keep_alive and job.spot:
+        raise LaunchError(
+            "--keep-alive and --spot do not go together: SageMaker keeps no warm pool of spot instances",
+            "leave one of them out",
+        )
     if job.max_wait is not None and not job.spot:
         raise LaunchError("--max-wait is for spot jobs", "add --spot, or leave --max-wait out")
     if job.spot and job.max_wait is not None and job.max_wait < job.max_run:

@@ -26,6 +26,19 @@ MAX_CHANNELS = 20
 MAX_RUNTIME_LIMIT = 28 * 24 * 3600
 DEFAULT_MAX_RUNTIME = 24 * 3600
 REQUIRED = ("TrainingJobName", "AlgorithmSpecification", "RoleArn", "OutputDataConfig", "ResourceConfig")
+MAX_KEEP_ALIVE = 21600  # ResourceConfig.KeepAlivePeriodInSeconds in the service model (the guide still says 3600)
+# What a job must share with an ended one to take over its warm pool: SageMaker's "matching training jobs".
+WARM_POOL_MATCH = (
+    ("RoleArn",),
+    ("ResourceConfig", "InstanceType"),
+    ("ResourceConfig", "InstanceCount"),
+    ("ResourceConfig", "VolumeSizeInGB"),
+    ("ResourceConfig", "VolumeKmsKeyId"),
+    ("VpcConfig", "Subnets"),
+    ("VpcConfig", "SecurityGroupIds"),
+    ("EnableNetworkIsolation",),
+    ("EnableInterContainerTrafficEncryption",),
+)
 
 
 class ApiError(Exception):
@@ -67,6 +80,7 @@ class TrainingPlan:
     entrypoint: tuple[str, ...] | None = None  # ContainerEntrypoint
     arguments: tuple[str, ...] | None = None  # ContainerArguments
     spot: bool = False  # EnableManagedSpotTraining
+    keep_alive: int = 0  # ResourceConfig.KeepAlivePeriodInSeconds: a warm pool kept this long after the job
 
 
 # NVIDIA GPUs per instance of the ml.* types that have them (AWS's instance specifications); others have none.
@@ -120,6 +134,7 @@ def plan_training(request: Mapping[str, Any], max_instances: int | None = MAX_IN
             len(channels), "inputDataConfig", f"Member must have length less than or equal to {MAX_CHANNELS}"
         )
     max_run, spot = _stopping(request)
+    keep = keep_alive(resources)
     if "TrainingImage" not in request["AlgorithmSpecification"]:
         raise ApiError("ValidationException", "AlgorithmSpecification.TrainingImage is required here (no algorithms)")
     reserved = {
@@ -146,7 +161,47 @@ def plan_training(request: Mapping[str, Any], max_instances: int | None = MAX_IN
         entrypoint=_strings(algorithm.get("ContainerEntrypoint")),
         arguments=_strings(algorithm.get("ContainerArguments")),
         spot=spot,
+        keep_alive=keep,
     )
+
+
+def keep_alive(resources: Mapping[str, Any]) -> int:
+    """A ResourceConfig's KeepAlivePeriodInSeconds (0 without one).
+
+    Raises:
+        ApiError: out of the API's range.
+    """
+    value = int(resources.get("KeepAlivePeriodInSeconds") or 0)
+    if not 0 <= value <= MAX_KEEP_ALIVE:
+        raise _invalid(
+            value,
+            "resourceConfig.keepAlivePeriodInSeconds",
+            f"Member must have value less than or equal to {MAX_KEEP_ALIVE}",
+        )
+    return value
+
+
+def warm_pool_differences(pool: Mapping[str, Any], request: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Why a request would not take over the warm pool of job ``pool``: each member SageMaker matches on that
+    differs, as (its name, the pool's value, the request's); none when it would."""
+    differences = []
+    for path in WARM_POOL_MATCH:
+        theirs, ours = _member(pool, path), _member(request, path)
+        if theirs != ours:
+            differences.append((".".join(path), theirs, ours))
+    return differences
+
+
+def _member(request: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """A matched member as SageMaker compares it: absent as its default, lists in any order."""
+    value: Any = request
+    for key in path:
+        value = (value or {}).get(key)
+    if path == ("ResourceConfig", "InstanceCount"):
+        return int(value or 1)
+    if path[0].startswith("Enable"):
+        return bool(value)
+    return sorted(value) if isinstance(value, list) else value
 
 
 def _stopping(request: Mapping[str, Any]) -> tuple[int, bool]:

@@ -29,9 +29,6 @@ LOCAL_ACCOUNT = "123456789012"  # moto's account: ARNs look as they would in one
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-MAX_KEEP_ALIVE = 3600  # a warm pool's KeepAlivePeriodInSeconds, as SageMaker caps it
-
-
 class TrainingApi:
     """SageMaker's training-job operations over a ``Store``; each job runs in its own thread."""
 
@@ -76,10 +73,11 @@ class TrainingApi:
 
     def _ListTrainingJobs(self, body: Mapping[str, Any]) -> dict[str, Any]:
         names = self.store.names()
-        wanted = body.get("StatusEquals")
+        wanted, pool = body.get("StatusEquals"), body.get("WarmPoolStatusEquals")
         contains = str(body.get("NameContains", ""))
         found = [records.summary(self.store.get(n)) for n in names if contains in n]
         found = [job for job in found if wanted is None or job["TrainingJobStatus"] == wanted]
+        found = [job for job in found if pool is None or (job.get("WarmPoolStatus") or {}).get("Status") == pool]
         return {"TrainingJobSummaries": found[: int(body.get("MaxResults", 100))]}
 
     def _StopTrainingJob(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,20 +91,17 @@ class TrainingApi:
         return {}
 
     def _UpdateTrainingJob(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Recorded as SageMaker records it, for launch code that calls it: locally, no warm pool is kept, no
-        profiler runs and no SSM session opens."""
+        """Recorded as SageMaker records it, for launch code that calls it: a warm pool's new keep-alive (0 ends
+        it) counts from its job's end; locally, no profiler runs and no SSM session opens."""
         name = str(body.get("TrainingJobName", ""))
         record = self.store.get(name)  # ValidationException when there is no such job
         changes: dict[str, Any] = {}
         keep_alive = (body.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds")
         if keep_alive is not None:
-            if not 0 <= int(keep_alive) <= MAX_KEEP_ALIVE:
-                raise ApiError(
-                    "ValidationException",
-                    f"1 validation error detected: Value '{keep_alive}' at 'resourceConfig.keepAlivePeriodInSeconds' "
-                    f"failed to satisfy constraint: Member must have value less than or equal to {MAX_KEEP_ALIVE}",
-                )
-            changes["ResourceConfig"] = {**record["ResourceConfig"], "KeepAlivePeriodInSeconds": int(keep_alive)}
+            changes["ResourceConfig"] = {
+                **record["ResourceConfig"],
+                "KeepAlivePeriodInSeconds": planner.keep_alive({"KeepAlivePeriodInSeconds": keep_alive}),
+            }
         for member in ("ProfilerConfig", "RemoteDebugConfig"):
             if member in body:
                 changes[member] = {**(record.get(member) or {}), **body[member]}

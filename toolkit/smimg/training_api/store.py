@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smimg.training_api.plan import ApiError
+from smimg.training_api.plan import ApiError, warm_pool_differences
 
 IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
+AVAILABLE, IN_USE, REUSED, TERMINATED = "Available", "InUse", "Reused", "Terminated"  # WarmPoolStatus.Status
 # What the secondary statuses say on SageMaker.
 MESSAGES = {
     "Starting": "Preparing the instances for training",
@@ -44,8 +45,8 @@ class Store:
         for path in sorted(folder.glob("*.json")):
             record = json.loads(path.read_text())
             if record["TrainingJobStatus"] in (IN_PROGRESS, STOPPING):
-                # Its containers went with the server that ran them.
-                _end(record, FAILED, "Failed", "the local SageMaker API stopped while the job ran")
+                # Its containers went with the server that ran them, and so did its warm pool.
+                _end(record, FAILED, "Failed", "the local SageMaker API stopped while the job ran", pool=False)
             self._jobs[record["TrainingJobName"]] = record
 
     def arn(self, name: str) -> str:
@@ -71,14 +72,34 @@ class Store:
                 "LastModifiedTime": now,
                 "SecondaryStatusTransitions": [_transition("Starting", now)],
             }
+            pool = self._warm_pool_for(record, now)
+            if pool is not None:  # the job takes over that job's instances
+                pool["WarmPoolStatus"] = {
+                    "Status": REUSED,
+                    "ReusedByJob": name,
+                    "ResourceRetainedBillableTimeInSeconds": round(now - pool["TrainingEndTime"]),
+                }
+                self._save(pool)
+                record["WarmPoolStatus"] = {"Status": IN_USE}
             self._jobs[name] = record
             self._save(record)
             return record
+
+    def _warm_pool_for(self, record: dict[str, Any], now: float) -> dict[str, Any] | None:
+        """The newest Available warm pool the new job matches; a job takes one only when it keeps one itself."""
+        if not _keeps_pool(record):
+            return None
+        pools = [job for job in self._jobs.values() if _settle(job, now) == AVAILABLE]
+        for job in sorted(pools, key=lambda j: j["TrainingEndTime"], reverse=True):
+            if not warm_pool_differences(job, record):
+                return job
+        return None
 
     def get(self, name: str) -> dict[str, Any]:
         with self._lock:
             if name not in self._jobs:
                 raise ApiError("ValidationException", f"Requested resource not found: training job {name}")
+            _settle(self._jobs[name], time.time())
             copy: dict[str, Any] = json.loads(json.dumps(self._jobs[name]))  # the caller may keep it
             return copy
 
@@ -121,7 +142,9 @@ class Store:
 
     def finish(self, name: str, status: str, secondary: str, reason: str | None = None) -> None:
         with self._lock:
-            _end(self._jobs[name], status, secondary, reason)
+            # SageMaker keeps the pool of a job that completed, was stopped or failed in its own code; not of one
+            # that failed in the service.
+            _end(self._jobs[name], status, secondary, reason, pool=not (reason or "").startswith("InternalServer"))
             self._save(self._jobs[name])
 
     def _save(self, record: Mapping[str, Any]) -> None:
@@ -141,7 +164,28 @@ def _close(record: dict[str, Any], at: float) -> None:
         transitions[-1]["EndTime"] = at
 
 
-def _end(record: dict[str, Any], status: str, secondary: str, reason: str | None) -> None:
+def _keeps_pool(record: Mapping[str, Any]) -> bool:
+    """Warm pools are for on-demand, single-group jobs that ask for one."""
+    keep = int((record.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds") or 0)
+    return keep > 0 and not record.get("EnableManagedSpotTraining")
+
+
+def _settle(record: dict[str, Any], now: float) -> str | None:
+    """A warm pool's status as of ``now``: an Available one ends (Terminated) once its keep-alive has passed since
+    its job ended (a keep-alive updated to 0 ends it at once); its retained time counts until then."""
+    pool = record.get("WarmPoolStatus")
+    if not pool:
+        return None
+    if pool["Status"] == AVAILABLE:
+        keep = int(record["ResourceConfig"].get("KeepAlivePeriodInSeconds") or 0)
+        retained = now - record["TrainingEndTime"]
+        pool["ResourceRetainedBillableTimeInSeconds"] = round(min(retained, keep))
+        if retained >= keep:
+            pool["Status"] = TERMINATED
+    return str(pool["Status"])
+
+
+def _end(record: dict[str, Any], status: str, secondary: str, reason: str | None, pool: bool = True) -> None:
     now = time.time()
     _close(record, now)
     record["SecondaryStatusTransitions"].append({**_transition(secondary, now), "EndTime": now})
@@ -153,10 +197,14 @@ def _end(record: dict[str, Any], status: str, secondary: str, reason: str | None
     record["BillableTimeInSeconds"] = max(1, round(training * (1 - SPOT_SAVINGS))) if spot else training
     if reason:
         record["FailureReason"] = reason[:1024]
+    if pool and _keeps_pool(record):
+        record["WarmPoolStatus"] = {"Status": AVAILABLE, "ResourceRetainedBillableTimeInSeconds": 0}
+    elif record.get("WarmPoolStatus"):  # it ran on a pool that ends with it
+        record["WarmPoolStatus"] = {"Status": TERMINATED, "ResourceRetainedBillableTimeInSeconds": 0}
 
 
 def summary(record: Mapping[str, Any]) -> dict[str, Any]:
     """A ListTrainingJobs entry."""
     keys = ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingEndTime", "LastModifiedTime",
-            "TrainingJobStatus", "SecondaryStatus")  # fmt: skip
+            "TrainingJobStatus", "SecondaryStatus", "WarmPoolStatus")  # fmt: skip
     return {key: record[key] for key in keys if key in record}
