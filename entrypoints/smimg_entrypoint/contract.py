@@ -61,6 +61,8 @@ TORCHRUN = "torchrun"
 ACCELERATE = "accelerate"
 PYTHON_LAUNCHER = "python"
 LAUNCHERS = (TORCHRUN, ACCELERATE, PYTHON_LAUNCHER)
+# accelerate's own variable for mixed precision: its launcher is given it as --mixed_precision (else it sets "no").
+ACCELERATE_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"
 DEFAULT_LAUNCHER = TORCHRUN
 BOOL_VALUE = "value"  # --flag True / --flag False, the toolkit's style
 BOOL_FLAG = "flag"  # a bare --flag for True, nothing for False (argparse store_true)

@@ -189,12 +189,18 @@ def reported_groups(cluster: Cluster, reserved: Mapping[str, object], settings: 
     return (cluster.current_group,) if settings.distributes else ()
 
 
-def _launcher(settings: Settings, topology: Topology, code: Code) -> str:
+def _launcher(settings: Settings, topology: Topology, code: Code, devices: Devices) -> str:
     if code.is_command:
         # The script is the launcher (it calls torchrun or accelerate itself, from the SM_* and MASTER_* variables),
         # run once per host as sagemaker-training runs it; torchrun would start it once per process.
         return COMMAND_LAUNCHER
-    return settings.launcher if topology.distributed else contract.PYTHON_LAUNCHER
+    if not topology.distributed:
+        return contract.PYTHON_LAUNCHER
+    if settings.launcher == contract.ACCELERATE and not devices.gpus and len(topology.hosts) > 1:
+        # accelerate's launcher joins hosts only over GPUs: without them it starts every host alone (a world of
+        # one each; measured, accelerate 1.x). Under torchrun the script's Accelerator gets the whole world.
+        return contract.TORCHRUN
+    return settings.launcher
 
 
 def plan_launch(
@@ -224,12 +230,12 @@ def plan_launch(
     """
     paths = paths or Paths()
     topology = plan_topology(cluster, hyperparameters.reserved, settings.host_addresses)
-    launcher = _launcher(settings, topology, code)
+    launcher = _launcher(settings, topology, code, devices)
     nproc, nproc_source = settings.nproc_per_node or devices.gpus or devices.neuron_cores or 1, settings.nproc_source
     if launcher in (COMMAND_LAUNCHER, contract.PYTHON_LAUNCHER):
         nproc, nproc_source = 1, f"the {launcher} launcher, which runs one per host"
     script_args = tuple(to_args(hyperparameters.user, settings.bool_style))
-    argv = _launcher_argv(launcher, topology, nproc, settings.master_port, code, log_dir, devices)
+    argv = _launcher_argv(launcher, topology, nproc, settings.master_port, code, log_dir, devices, environ)
     groups = reported_groups(cluster, hyperparameters.reserved, settings)
     env = sm_environment(SmInputs(cluster, hyperparameters, devices, code, paths, groups, script_args, environ))
     env.update(_launch_env(cluster, environ, devices, topology, settings.master_port))
@@ -261,12 +267,19 @@ def plan_launch(
 
 
 def _launcher_argv(
-    launcher: str, topology: Topology, nproc: int, master_port: int, code: Code, log_dir: str, devices: Devices
+    launcher: str,
+    topology: Topology,
+    nproc: int,
+    master_port: int,
+    code: Code,
+    log_dir: str,
+    devices: Devices,
+    environ: Mapping[str, str],
 ) -> list[str]:
     if launcher == contract.TORCHRUN:
         return _torchrun_argv(topology, nproc, master_port, code, log_dir)
     if launcher == contract.ACCELERATE:
-        return _accelerate_argv(topology, nproc, master_port, code, devices)
+        return _accelerate_argv(topology, nproc, master_port, code, devices, environ)
     if launcher == COMMAND_LAUNCHER:
         # As sagemaker-training runs it (./script through sh): the kernel reads its #! line, and sh runs a file
         # without one as a shell script; "$@" passes the arguments without a second round of shell parsing.
@@ -337,9 +350,12 @@ def _torchrun_argv(topology: Topology, nproc: int, master_port: int, code: Code,
     ]
 
 
-def _accelerate_argv(topology: Topology, nproc: int, master_port: int, code: Code, devices: Devices) -> list[str]:
+def _accelerate_argv(
+    topology: Topology, nproc: int, master_port: int, code: Code, devices: Devices, environ: Mapping[str, str]
+) -> list[str]:
     processes = nproc * len(topology.hosts)
     target = _target(code)
+    precision = environ.get(contract.ACCELERATE_MIXED_PRECISION)
     return [
         contract.ACCELERATE,
         "launch",
@@ -355,6 +371,7 @@ def _accelerate_argv(topology: Topology, nproc: int, master_port: int, code: Cod
         str(master_port),
         *(["--multi_gpu"] if devices.gpus and processes > 1 else []),
         *(["--cpu"] if not devices.gpus else []),
+        *(["--mixed_precision", precision] if precision else []),
         *(["--module", target[1]] if code.is_module else target),
     ]
 

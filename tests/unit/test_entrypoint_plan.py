@@ -131,11 +131,17 @@ def test_hyperparameters_arrive_verbatim_without_a_shell() -> None:
 
 def test_bool_style_and_launcher_are_chosen_per_job() -> None:
     hps = {"fp16": "true", "smimg_bool_style": '"flag"', "smimg_launcher": '"accelerate"', "smimg_nproc_per_node": "2"}
-    plan = plan_job(cluster("algo-1", ["algo-1", "algo-2"], hps), {}, Devices(), CODE, PATHS)
+    plan = plan_job(cluster("algo-1", ["algo-1", "algo-2"], hps), {}, Devices(gpus=2), CODE, PATHS)
     assert plan.argv == (
         "accelerate", "launch", "--num_machines", "2", "--num_processes", "4", "--machine_rank", "0",
-        "--main_process_ip", "algo-1", "--main_process_port", "7777", "--cpu", "train.py", "--fp16",
+        "--main_process_ip", "algo-1", "--main_process_port", "7777", "--multi_gpu", "train.py", "--fp16",
     )  # fmt: skip
+    # accelerate's launcher sets ACCELERATE_MIXED_PRECISION from its flag (to "no" without one): the job's value
+    # goes to it as the flag.
+    mixed = plan_job(cluster("algo-1", ["algo-1"], hps), {"ACCELERATE_MIXED_PRECISION": "bf16"}, Devices(), CODE)
+    assert mixed.argv[-5:] == ("--cpu", "--mixed_precision", "bf16", "train.py", "--fp16")
+    # Without GPUs, accelerate's launcher would start each host alone: torchrun joins them.
+    assert plan_job(cluster("algo-1", ["algo-1", "algo-2"], hps), {}, Devices(), CODE).launcher == "torchrun"
 
 
 def test_sdk_torch_distributed_and_unsupported_modes() -> None:
