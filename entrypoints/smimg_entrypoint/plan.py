@@ -196,9 +196,10 @@ def _launcher(settings: Settings, topology: Topology, code: Code, devices: Devic
         return COMMAND_LAUNCHER
     if not topology.distributed:
         return contract.PYTHON_LAUNCHER
-    if settings.launcher == contract.ACCELERATE and not devices.gpus and len(topology.hosts) > 1:
-        # accelerate's launcher joins hosts only over GPUs: without them it starts every host alone (a world of
-        # one each; measured, accelerate 1.x). Under torchrun the script's Accelerator gets the whole world.
+    if settings.launcher == contract.ACCELERATE and not devices.gpus:
+        # accelerate's launcher joins processes only over GPUs: without them (and without mpirun) it starts one
+        # process per host, alone, a world of one (measured, accelerate 1.15). Under torchrun the script's
+        # Accelerator takes the whole world from torchrun's variables.
         return contract.TORCHRUN
     return settings.launcher
 
@@ -369,8 +370,7 @@ def _accelerate_argv(
         topology.master_addr,
         "--main_process_port",
         str(master_port),
-        *(["--multi_gpu"] if devices.gpus and processes > 1 else []),
-        *(["--cpu"] if not devices.gpus else []),
+        *(["--multi_gpu"] if processes > 1 else []),  # only with GPUs: without them the plan is torchrun's
         *(["--mixed_precision", precision] if precision else []),
         *(["--module", target[1]] if code.is_module else target),
     ]

@@ -138,9 +138,9 @@ def test_bool_style_and_launcher_are_chosen_per_job() -> None:
     )  # fmt: skip
     # accelerate's launcher sets ACCELERATE_MIXED_PRECISION from its flag (to "no" without one): the job's value
     # goes to it as the flag.
-    mixed = plan_job(cluster("algo-1", ["algo-1"], hps), {"ACCELERATE_MIXED_PRECISION": "bf16"}, Devices(), CODE)
-    assert mixed.argv[-5:] == ("--cpu", "--mixed_precision", "bf16", "train.py", "--fp16")
-    # Without GPUs, accelerate's launcher would start each host alone: torchrun joins them.
+    mixed = plan_job(cluster("algo-1", ["algo-1"], hps), {"ACCELERATE_MIXED_PRECISION": "bf16"}, Devices(gpus=1), CODE)
+    assert mixed.argv[-4:] == ("--mixed_precision", "bf16", "train.py", "--fp16")
+    # Without GPUs, accelerate's launcher would start one process per host, each alone: torchrun joins them.
     assert plan_job(cluster("algo-1", ["algo-1", "algo-2"], hps), {}, Devices(), CODE).launcher == "torchrun"
 
 

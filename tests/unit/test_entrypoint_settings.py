@@ -201,5 +201,7 @@ def test_the_plan_carries_the_log_dir_the_watch_port_and_the_timeouts() -> None:
 def test_only_torchrun_writes_per_rank_logs(launcher: str) -> None:
     job = parse_cluster({"current_host": "algo-1", "hosts": ["algo-1"]}, {}, {})
     settings = replace(DEFAULTS, launcher=launcher)
-    plan = plan_launch(job, parse({}), settings, {}, Devices(), Code("/c", "t.py"), "/tmp/logs", Paths(Path("/ml")))
+    plan = plan_launch(
+        job, parse({}), settings, {}, Devices(gpus=1), Code("/c", "t.py"), "/tmp/logs", Paths(Path("/ml"))
+    )
     assert "--log-dir" not in plan.argv and "--tee" not in plan.argv

@@ -9,7 +9,8 @@ import typer
 
 from smimg import cloud
 from smimg.cli import console
-from smimg.cli.options import EntryPoint, Env, HyperparameterFile, Hyperparameters, Instances, Json, SpecPath
+from smimg.cli.options import EntryPoint, Env, HyperparameterFile, Hyperparameters, Json, SpecPath
+from smimg.cloud.plan import DEFAULT_VOLUME_GB
 
 Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Channel NAME=s3://bucket/prefix; repeatable.")]
 SourceDir = Annotated[
@@ -36,7 +37,7 @@ def launch_command(
     role: Annotated[
         str | None, typer.Option("--role", envvar="SMIMG_ROLE", help="IAM role ARN SageMaker assumes (SMIMG_ROLE).")
     ] = None,
-    instances: Instances = 1,
+    instances: Annotated[int | None, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N).")] = None,
     inputs: Inputs = None,
     hp: Hyperparameters = None,
     hp_file: HyperparameterFile = None,
@@ -48,7 +49,9 @@ def launch_command(
         typer.Option("--output", help="S3OutputPath. Default: s3://sagemaker-REGION-ACCOUNT/smimg (the SDK's bucket)."),
     ] = None,
     job_name: Annotated[str | None, typer.Option("--job-name", help="TrainingJobName. Default: smimg-TIME.")] = None,
-    max_run: Annotated[int, typer.Option("--max-run", help="MaxRuntimeInSeconds.")] = cloud.plan.DEFAULT_MAX_RUN,
+    max_run: Annotated[
+        int | None, typer.Option("--max-run", help="MaxRuntimeInSeconds. Default: 86400 (SageMaker's).")
+    ] = None,
     spot: Annotated[bool, typer.Option("--spot", help="Managed spot training (save checkpoints on SIGTERM).")] = False,
     max_wait: Annotated[
         int | None, typer.Option("--max-wait", help="Spot: MaxWaitTimeInSeconds (>= --max-run). Default: --max-run.")
@@ -60,8 +63,8 @@ def launch_command(
         bool, typer.Option("--network-isolation", help="EnableNetworkIsolation: the hosts reach only each other.")
     ] = False,
     volume_size: Annotated[
-        int, typer.Option("--volume-size", help="VolumeSizeInGB per instance.")
-    ] = cloud.plan.DEFAULT_VOLUME_GB,
+        int | None, typer.Option("--volume-size", help=f"VolumeSizeInGB per instance. Default: {DEFAULT_VOLUME_GB}.")
+    ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE tag on the job; repeatable.")] = None,
     subnets: Annotated[
         str | None,
@@ -71,13 +74,22 @@ def launch_command(
         str | None, typer.Option("--security-groups", help="VpcConfig: sg-... IDs, comma-separated (with --subnets).")
     ] = None,
     keep_alive: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--keep-alive",
             help="Warm pool: keep the instances this many seconds after the job (KeepAlivePeriodInSeconds), for "
             "the next launch with the same instance type, count, volume, role, VPC and isolation to start on.",
         ),
-    ] = 0,
+    ] = None,
+    accelerate_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--accelerate-config",
+            help="accelerate's SageMaker config (`accelerate config`, AMAZON_SAGEMAKER): its instance type, count, "
+            "role, region, profile, job name, mixed precision, inputs file and additional_args (spot, max_wait, "
+            "...) as defaults under these flags; the job runs accelerate's launcher on this image.",
+        ),
+    ] = None,
     region: Region = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the CreateTrainingJob request; launch nothing.")
@@ -97,23 +109,21 @@ def launch_command(
     detaches: the job keeps running and `smimg jobs attach JOB` watches it again.
 
     Example: `smimg launch ACCOUNT.dkr.ecr.REGION.amazonaws.com/team/bert:abc -n 2 --instance-type ml.g5.2xlarge
-    --input train=s3://bucket/train --source-dir src --entry-point train.py`
+    --input train=s3://bucket/train --source-dir src --entry-point train.py`. Instead of `accelerate launch` with a
+    SageMaker config (which needs SDK v2): `smimg launch --accelerate-config CONFIG --source-dir . --entry-point
+    train.py --hp lr=3e-5`.
     """
-    where = cloud.resolve_region(region, image)
-    say = console.line_printer()
-    job = cloud.make_cloud_job(
-        cloud.resolve_image(image, spec, where, say, check=not dry_run),
+    flags = cloud.LaunchFlags(
         instance_type=instance_type,
         role=role,
         output=output,
-        region=where,
         instances=instances,
-        inputs=inputs or (),
-        hyperparameters=hp or (),
+        inputs=tuple(inputs or ()),
+        hyperparameters=tuple(hp or ()),
         hyperparameter_file=hp_file,
         source_dir=source_dir,
         entry_point=entry_point,
-        env=env or (),
+        env=tuple(env or ()),
         name=job_name,
         max_run=max_run,
         volume_gb=volume_size,
@@ -121,12 +131,15 @@ def launch_command(
         checkpoints=checkpoints,
         spot=spot,
         max_wait=max_wait,
-        tags=tag or (),
-        subnets=[s for s in (subnets or "").split(",") if s],
-        security_groups=[g for g in (security_groups or "").split(",") if g],
+        tags=tuple(tag or ()),
+        subnets=tuple(s for s in subnets.split(",") if s) if subnets else None,
+        security_groups=tuple(g for g in security_groups.split(",") if g) if security_groups else None,
         keep_alive=keep_alive,
     )
-    plan = cloud.plan_launch(job)
+    say = console.line_printer()
+    plan, where = cloud.prepare_launch(
+        image, flags, say, spec=spec, region=region, accelerate_config=accelerate_config, check=not dry_run
+    )
     if dry_run:
         console.out.print(plan.as_json(), markup=False)
         return

@@ -6,14 +6,16 @@
 """
 
 from smimg.cloud import plan, watch
+from smimg.cloud.accelerate import read_accelerate_config
 from smimg.cloud.execute import CloudResult, attach, describe, download, jobs, launch, logs, resolve_region, stop
 from smimg.cloud.image import pin_image, resolve_image
-from smimg.cloud.job import make_cloud_job
+from smimg.cloud.job import LaunchFlags, make_cloud_job, prepare_launch
 from smimg.cloud.plan import CloudJob, LaunchPlan, plan_launch
 
 __all__ = [
     "CloudJob",
     "CloudResult",
+    "LaunchFlags",
     "LaunchPlan",
     "attach",
     "describe",
@@ -25,6 +27,8 @@ __all__ = [
     "pin_image",
     "plan",
     "plan_launch",
+    "prepare_launch",
+    "read_accelerate_config",
     "resolve_image",
     "resolve_region",
     "stop",

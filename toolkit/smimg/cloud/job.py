@@ -1,85 +1,146 @@
-"""A cloud job from command-line style inputs, parsed as `smimg local run` parses them (one meaning per flag)."""
+"""A cloud job from command-line style inputs, parsed as `smimg local run` parses them (one meaning per flag), over
+the defaults of an accelerate SageMaker config when one is given."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from smimg.adapters import aws
+from smimg.cloud.accelerate import AccelerateLaunch, read_accelerate_config
 from smimg.cloud.execute import resolve_region
-from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, CloudJob
+from smimg.cloud.image import resolve_image
+from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, ROLE_ARN, CloudJob, LaunchPlan, plan_launch
 from smimg.errors import LaunchError
 from smimg.local.job import job_name, load_hyperparameters, parse_pairs, resolve_source_dir
 
 
-def make_cloud_job(
-    image: str,
+@dataclass(frozen=True)
+class LaunchFlags:
+    """The launch's flags as given: None (or empty) where a flag was left out, so a config's value can stand."""
+
+    instance_type: str | None = None
+    role: str | None = None
+    output: str | None = None
+    instances: int | None = None
+    inputs: tuple[str, ...] = ()
+    hyperparameters: tuple[str, ...] = ()
+    hyperparameter_file: Path | None = None
+    source_dir: Path | None = None
+    entry_point: str | None = None
+    env: tuple[str, ...] = ()
+    name: str | None = None
+    max_run: int | None = None
+    volume_gb: int | None = None
+    network_isolation: bool = False
+    checkpoints: str | None = None
+    spot: bool = False
+    max_wait: int | None = None
+    tags: tuple[str, ...] = ()
+    subnets: tuple[str, ...] | None = None
+    security_groups: tuple[str, ...] | None = None
+    keep_alive: int | None = None
+
+
+def prepare_launch(
+    image: str | None,
+    flags: LaunchFlags,
+    say: Callable[[str], None],
     *,
-    instance_type: str | None,
-    role: str | None,
-    output: str | None,
+    spec: Path | None = None,
     region: str | None = None,
-    instances: int = 1,
-    inputs: Iterable[str] = (),
-    hyperparameters: Iterable[str] = (),
-    hyperparameter_file: Path | None = None,
-    source_dir: Path | None = None,
-    entry_point: str | None = None,
-    env: Iterable[str] = (),
-    name: str | None = None,
-    max_run: int = DEFAULT_MAX_RUN,
-    volume_gb: int = DEFAULT_VOLUME_GB,
-    network_isolation: bool = False,
-    checkpoints: str | None = None,
-    spot: bool = False,
-    max_wait: int | None = None,
-    tags: Iterable[str] = (),
-    subnets: Iterable[str] = (),
-    security_groups: Iterable[str] = (),
-    keep_alive: int = 0,
-) -> CloudJob:
-    """The job to plan; without ``output``, the SageMaker SDK's default bucket (``sagemaker-REGION-ACCOUNT``).
+    accelerate_config: Path | None = None,
+    check: bool = True,
+) -> tuple[LaunchPlan, str]:
+    """The launch's plan and region: the accelerate config read (its values under the flags), the image resolved
+    (``cloud.image.resolve_image``; with ``check`` False, as ``--dry-run``, nothing is read from ECR or pushed), the
+    job made and planned.
+
+    Raises:
+        LaunchError: a bad input, named; SageMaker would refuse the request.
+        LocalError, SpecError, PushError, ImageNotFound, AwsError: as the steps they come from raise them.
+    """
+    config = read_accelerate_config(accelerate_config) if accelerate_config else AccelerateLaunch()
+    if config.profile and "AWS_PROFILE" not in os.environ:
+        os.environ["AWS_PROFILE"] = config.profile  # as accelerate does: every client of this launch uses it
+    image = image or config.values.get("image")
+    where = resolve_region(region or config.values.get("region"), image)
+    values = {k: v for k, v in config.values.items() if k not in ("image", "region")}
+    given = {k: v for k, v in dataclasses.asdict(flags).items() if v not in (None, (), False)}
+    merged = dataclasses.replace(
+        LaunchFlags(**{**values, **given}),
+        env=(*(f"{k}={v}" for k, v in config.env), *flags.env),  # a flag's value of a variable wins
+        inputs=(*config.inputs, *flags.inputs),
+        tags=(*config.tags, *flags.tags),
+        name=flags.name or (job_name(config.base_job_name) if config.base_job_name else None),
+    )
+    uri = resolve_image(image, spec, where, say, check=check)
+    return plan_launch(make_cloud_job(uri, merged, where)), where
+
+
+def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
+    """The job to plan; without an output, the SageMaker SDK's default bucket (``sagemaker-REGION-ACCOUNT``).
 
     Raises:
         LaunchError: no instance type or no role.
         LocalError: a missing code folder or script, a malformed pair (as `local run` says it).
-        AwsError: the default bucket's account could not be found.
+        AwsError: the default bucket's account, or a role given by name, could not be found.
     """
-    if not instance_type:
+    if not flags.instance_type:
         raise LaunchError("no instance type for the job", "pass --instance-type, e.g. ml.g5.2xlarge")
-    if not role:
+    if not flags.role:
         raise LaunchError(
             "no IAM role for the job",
             "pass --role arn:aws:iam::ACCOUNT:role/NAME (or set SMIMG_ROLE): a role SageMaker may assume, such as "
             "the SageMaker execution role the console creates",
         )
-    source_dir = resolve_source_dir(source_dir, entry_point)
     return CloudJob(
         image=image,
-        role=role,
-        output=output or default_output(region),
-        instance_type=instance_type,
-        name=name or job_name("smimg"),
-        instances=instances,
-        channels=tuple(parse_pairs(inputs, "--input")),
-        hyperparameters=load_hyperparameters(hyperparameter_file, parse_pairs(hyperparameters, "--hp")),
-        source_dir=source_dir,
-        entry_point=entry_point,
-        env=tuple(parse_pairs(env, "--env")),
-        max_run=max_run,
-        volume_gb=volume_gb,
-        network_isolation=network_isolation,
-        checkpoints=checkpoints,
-        spot=spot,
-        max_wait=max_wait,
-        tags=tuple(parse_pairs(tags, "--tag")),
-        subnets=tuple(subnets),
-        security_groups=tuple(security_groups),
-        keep_alive=keep_alive,
+        role=role_arn(flags.role, region),
+        output=flags.output or default_output(region),
+        instance_type=flags.instance_type,
+        name=flags.name or job_name("smimg"),
+        instances=flags.instances or 1,
+        channels=tuple(parse_pairs(flags.inputs, "--input")),
+        hyperparameters=load_hyperparameters(flags.hyperparameter_file, parse_pairs(flags.hyperparameters, "--hp")),
+        source_dir=resolve_source_dir(flags.source_dir, flags.entry_point),
+        entry_point=flags.entry_point,
+        env=tuple(dict(parse_pairs(flags.env, "--env")).items()),  # a later value of a variable wins
+        max_run=flags.max_run or DEFAULT_MAX_RUN,
+        volume_gb=flags.volume_gb or DEFAULT_VOLUME_GB,
+        network_isolation=flags.network_isolation,
+        checkpoints=flags.checkpoints,
+        spot=flags.spot,
+        max_wait=flags.max_wait,
+        tags=tuple(parse_pairs(flags.tags, "--tag")),
+        subnets=tuple(flags.subnets or ()),
+        security_groups=tuple(flags.security_groups or ()),
+        keep_alive=flags.keep_alive or 0,
     )
 
 
-def default_output(region: str | None) -> str:
+def role_arn(role: str, region: str) -> str:
+    """A role ARN, or a role's name made its ARN through IAM (as the SageMaker SDK expands one)."""
+    if "/" in role or ROLE_ARN.match(role):
+        return role
+    found: Any = aws.call(
+        aws.client("iam", region).get_role,
+        f"find IAM role {role}",
+        missing=frozenset({"NoSuchEntity"}),
+        RoleName=role,
+    )
+    if found is None:
+        raise LaunchError(
+            f"no IAM role named {role} in this account",
+            "pass the ARN of a role SageMaker may assume (`aws iam list-roles --query 'Roles[].Arn'`)",
+        )
+    return str(found["Role"]["Arn"])
+
+
+def default_output(region: str) -> str:
     """The SageMaker SDK's default bucket for this account and region, under ``smimg/``."""
-    region = resolve_region(region)
     return f"s3://sagemaker-{region}-{aws.account_id(region)}/smimg"
