@@ -189,6 +189,9 @@ def reported_groups(cluster: Cluster, reserved: Mapping[str, object], settings: 
     return (cluster.current_group,) if settings.distributes else ()
 
 
+ACCELERATE_CPU = "ACCELERATE_USE_CPU"
+
+
 def _launcher(settings: Settings, topology: Topology, code: Code, devices: Devices) -> str:
     if code.is_command:
         # The script is the launcher (it calls torchrun or accelerate itself, from the SM_* and MASTER_* variables),
@@ -240,6 +243,8 @@ def plan_launch(
     groups = reported_groups(cluster, hyperparameters.reserved, settings)
     env = sm_environment(SmInputs(cluster, hyperparameters, devices, code, paths, groups, script_args, environ))
     env.update(_launch_env(cluster, environ, devices, topology, settings.master_port))
+    if settings.launcher == contract.ACCELERATE and launcher == contract.TORCHRUN and ACCELERATE_CPU not in environ:
+        env[ACCELERATE_CPU] = "true"  # what accelerate's --cpu sets: without it, Accelerator takes no CPU world
     env = {**{k: v for k, v in (defaults or {}).items() if not environ.get(k)}, **env}
     _check_exec_limits((*argv, *script_args), env, hyperparameters)
     return LaunchPlan(

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.docker
 
 RESUME = Path(__file__).parent.parent / "fixtures" / "resume"
 JOB_SPEC = Path(__file__).parent.parent / "fixtures" / "job"
+ACCELERATE = Path(__file__).parent.parent / "fixtures" / "accelerate"
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
@@ -194,6 +195,37 @@ def test_a_matching_launch_starts_on_the_warm_pool_and_another_is_told_why_not(
         "smimg-api-warm-3"
     )
     assert pool("smimg-api-warm-3")["Status"] == "Available"
+
+
+def test_an_accelerate_sagemaker_config_launches_on_the_smimg_image(
+    local_api: str, bucket: str, job_image: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    iam = boto3.client(
+        "iam", endpoint_url=local_api, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
+    )
+    arn = iam.create_role(RoleName="accelerate_sagemaker_execution_role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    config = tmp_path / "accelerate.yaml"
+    config.write_text(
+        "base_job_name: smimg-api-accelerate\ncompute_environment: AMAZON_SAGEMAKER\ndistributed_type: DATA_PARALLEL\n"
+        "ec2_instance_type: ml.m5.xlarge\niam_role_name: accelerate_sagemaker_execution_role\nmixed_precision: bf16\n"
+        "num_machines: 2\nregion: us-east-1\nadditional_args: {output_path: 's3://launching/out'}\n"
+    )
+    env = {k: v for k, v in aws_env(local_api).items() if k != "SMIMG_ROLE"}  # the config's role, by its name
+    proc = subprocess.run(
+        [*SMIMG, "launch", f"{ECR}/{job_image}", "--accelerate-config", str(config), "--source-dir", str(ACCELERATE),
+         "--entry-point", "train.py", "--hp", "lr=0.001", "--input", "train=s3://launching/data", "--json"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    # 2 hosts x 2 processes in one world (the all-reduce needs every one), with the config's mixed precision.
+    for rank in range(4):
+        assert f"RANK {rank}/4 sum=4 precision=bf16 lr=0.001" in proc.stderr, proc.stderr[-4000:]
+    name = json.loads(proc.stdout)["name"]
+    assert name.startswith("smimg-api-accelerate-")
+    described = subprocess.run([*SMIMG, "jobs", "describe", name], env=env, capture_output=True, text=True)
+    assert json.loads(described.stdout)["RoleArn"] == arn
 
 
 @pytest.fixture

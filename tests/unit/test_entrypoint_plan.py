@@ -141,7 +141,8 @@ def test_bool_style_and_launcher_are_chosen_per_job() -> None:
     mixed = plan_job(cluster("algo-1", ["algo-1"], hps), {"ACCELERATE_MIXED_PRECISION": "bf16"}, Devices(gpus=1), CODE)
     assert mixed.argv[-4:] == ("--mixed_precision", "bf16", "train.py", "--fp16")
     # Without GPUs, accelerate's launcher would start one process per host, each alone: torchrun joins them.
-    assert plan_job(cluster("algo-1", ["algo-1", "algo-2"], hps), {}, Devices(), CODE).launcher == "torchrun"
+    on_cpu = plan_job(cluster("algo-1", ["algo-1", "algo-2"], hps), {}, Devices(), CODE)
+    assert on_cpu.launcher == "torchrun" and on_cpu.env["ACCELERATE_USE_CPU"] == "true"  # as accelerate's --cpu
 
 
 def test_sdk_torch_distributed_and_unsupported_modes() -> None:

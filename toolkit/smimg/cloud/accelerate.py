@@ -75,7 +75,8 @@ def read_accelerate_config(path: Path) -> AccelerateLaunch:
         raise LaunchError(
             f"{where}: unknown field {unknown[0]}", f"accelerate's SageMaker fields are {', '.join(KNOWN)}"
         )
-    distributed = str(config.get("distributed_type", "NO"))
+    # YAML 1.1 reads an unquoted NO or no as false: what a hand-written config means by it.
+    distributed = str(config.get("distributed_type") or "NO")
     if distributed not in DISTRIBUTED:
         raise LaunchError(
             f"{where}: distributed_type {distributed} is not run by accelerate on SageMaker either",
