@@ -149,8 +149,10 @@ def test_an_empty_input_is_refused_before_a_job_is_created(local_api: str, bucke
     args[args.index("train=s3://launching/data")] = "train=s3://launching/nothing-here"
     proc = subprocess.run([*SMIMG, *args], env=aws_env(local_api), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
-    assert proc.stderr.startswith("error: --input train=s3://launching/nothing-here holds no objects"), proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 2  # the error and its hint, no traceback
+    said = proc.stderr.strip().splitlines()
+    assert said[0].startswith("smimg: ") and " is sha256:" in said[0], proc.stderr  # the image, pinned
+    assert said[1].startswith("error: --input train=s3://launching/nothing-here holds no objects"), proc.stderr
+    assert len(said) == 3  # the error and its hint, no traceback
     listed = subprocess.run(
         [*SMIMG, "jobs", "attach", "smimg-api-launch-empty"], env=aws_env(local_api), capture_output=True, text=True
     )
@@ -163,7 +165,7 @@ def test_an_empty_input_is_refused_before_a_job_is_created(local_api: str, bucke
         env=aws_env(local_api), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert again.returncode == 1, again.stderr
-    assert again.stderr.startswith("error: a training job named smimg-api-launch exists in us-east-1 (Completed)")
+    assert "\nerror: a training job named smimg-api-launch exists in us-east-1 (Completed)" in again.stderr
     assert s3(local_api).head_object(Bucket=bucket, Key=code)["ETag"] == before
 
 
