@@ -199,7 +199,7 @@ def _launcher(settings: Settings, topology: Topology, code: Code, devices: Devic
         return COMMAND_LAUNCHER
     if not topology.distributed:
         return contract.PYTHON_LAUNCHER
-    if settings.launcher == contract.ACCELERATE and not devices.gpus:
+    if settings.launcher == contract.ACCELERATE and not devices.gpus and not devices.neuron_cores:
         # accelerate's launcher joins processes only over GPUs: without them (and without mpirun) it starts one
         # process per host, alone, a world of one (measured, accelerate 1.15). Under torchrun the script's
         # Accelerator takes the whole world from torchrun's variables.
@@ -239,7 +239,7 @@ def plan_launch(
     if launcher in (COMMAND_LAUNCHER, contract.PYTHON_LAUNCHER):
         nproc, nproc_source = 1, f"the {launcher} launcher, which runs one per host"
     script_args = tuple(to_args(hyperparameters.user, settings.bool_style))
-    argv = _launcher_argv(launcher, topology, nproc, settings.master_port, code, log_dir, devices, environ)
+    argv = _launcher_argv(launcher, topology, nproc, settings.master_port, code, log_dir, environ)
     groups = reported_groups(cluster, hyperparameters.reserved, settings)
     env = sm_environment(SmInputs(cluster, hyperparameters, devices, code, paths, groups, script_args, environ))
     env.update(_launch_env(cluster, environ, devices, topology, settings.master_port))
@@ -279,13 +279,12 @@ def _launcher_argv(
     master_port: int,
     code: Code,
     log_dir: str,
-    devices: Devices,
     environ: Mapping[str, str],
 ) -> list[str]:
     if launcher == contract.TORCHRUN:
         return _torchrun_argv(topology, nproc, master_port, code, log_dir)
     if launcher == contract.ACCELERATE:
-        return _accelerate_argv(topology, nproc, master_port, code, devices, environ)
+        return _accelerate_argv(topology, nproc, master_port, code, environ)
     if launcher == COMMAND_LAUNCHER:
         # As sagemaker-training runs it (./script through sh): the kernel reads its #! line, and sh runs a file
         # without one as a shell script; "$@" passes the arguments without a second round of shell parsing.
@@ -357,7 +356,7 @@ def _torchrun_argv(topology: Topology, nproc: int, master_port: int, code: Code,
 
 
 def _accelerate_argv(
-    topology: Topology, nproc: int, master_port: int, code: Code, devices: Devices, environ: Mapping[str, str]
+    topology: Topology, nproc: int, master_port: int, code: Code, environ: Mapping[str, str]
 ) -> list[str]:
     processes = nproc * len(topology.hosts)
     target = _target(code)

@@ -143,6 +143,8 @@ def test_bool_style_and_launcher_are_chosen_per_job() -> None:
     # Without GPUs, accelerate's launcher would start one process per host, each alone: torchrun joins them.
     on_cpu = plan_job(cluster("algo-1", ["algo-1", "algo-2"], hps), {}, Devices(), CODE)
     assert on_cpu.launcher == "torchrun" and on_cpu.env["ACCELERATE_USE_CPU"] == "true"  # as accelerate's --cpu
+    neuron = plan_job(cluster("algo-1", ["algo-1", "algo-2"], hps), {}, Devices(neuron_cores=2), CODE)
+    assert neuron.launcher == "accelerate" and "ACCELERATE_USE_CPU" not in neuron.env
 
 
 def test_sdk_torch_distributed_and_unsupported_modes() -> None:

@@ -50,6 +50,7 @@ def test_the_config_becomes_the_job_under_the_commands_flags(tmp_path: Path, mon
     cli = smimg_cli(
         "launch", f"{ECR}/bert:1", "--accelerate-config", "accelerate.yaml", "--source-dir", ".",
         "--entry-point", "train.py", "--hp", "lr=3e-5", "-n", "3", "--env", "WANDB_MODE=disabled", "--dry-run",
+        "--input", "train=s3://bucket/other", "--role", ROLE,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     request = json.loads(cli.stdout)
@@ -63,9 +64,20 @@ def test_the_config_becomes_the_job_under_the_commands_flags(tmp_path: Path, mon
     assert request["EnableManagedSpotTraining"] is True
     assert request["CheckpointConfig"]["S3Uri"] == "s3://bucket/ckpt"
     assert request["OutputDataConfig"] == {"S3OutputPath": "s3://bucket/out"}
-    assert request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://bucket/train"
+    # A flag's channel replaces the inputs file's of the same name.
+    assert [(c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"]) for c in request["InputDataConfig"]] == [
+        ("train", "s3://bucket/other")
+    ]
     assert request["Tags"] == [{"Key": "team", "Value": "nlp"}]
     assert request["HyperParameters"]["lr"] == '"3e-5"'  # as typed, as --hp keeps it
+
+
+def test_distributed_type_no_runs_one_process_per_instance_as_accelerate_does(tmp_path: Path) -> None:
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(
+        "compute_environment: AMAZON_SAGEMAKER\ndistributed_type: 'NO'\nec2_instance_type: ml.g5.12xlarge\n"
+    )
+    assert ("SMIMG_NPROC_PER_NODE", "1") in cloud.read_accelerate_config(path).env
 
 
 @pytest.mark.parametrize(

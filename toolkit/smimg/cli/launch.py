@@ -35,7 +35,7 @@ def launch_command(
     spec: SpecPath = None,
     instance_type: Annotated[str | None, typer.Option("--instance-type", help="e.g. ml.g5.2xlarge.")] = None,
     role: Annotated[
-        str | None, typer.Option("--role", envvar="SMIMG_ROLE", help="IAM role ARN SageMaker assumes (SMIMG_ROLE).")
+        str | None, typer.Option("--role", help="IAM role SageMaker assumes: an ARN or a name. Default: SMIMG_ROLE.")
     ] = None,
     instances: Annotated[int | None, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N).")] = None,
     inputs: Inputs = None,

@@ -97,7 +97,9 @@ def read_accelerate_config(path: Path) -> AccelerateLaunch:
         if config.get(name) is not None
     }
     extra, env, tags = _additional(config.get("additional_args") or {}, where)
-    launcher = ((contract.LAUNCHER_ENV, contract.ACCELERATE), (contract.ACCELERATE_MIXED_PRECISION, precision))
+    launcher = [(contract.LAUNCHER_ENV, contract.ACCELERATE), (contract.ACCELERATE_MIXED_PRECISION, precision)]
+    if distributed == "NO":  # as accelerate's launcher runs it on SageMaker: one process per instance
+        launcher.append((contract.NPROC_PER_NODE[1], "1"))
     return AccelerateLaunch(
         values={**values, **extra},
         env=(*launcher, *env),

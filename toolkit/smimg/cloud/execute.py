@@ -94,7 +94,10 @@ def launch(
     _check_name(sagemaker, name, region)
     _check_inputs(plan, region)
     if plan.job.keep_alive:
-        say(warm_pool_decision(sagemaker, plan.request, region))
+        try:
+            say(warm_pool_decision(sagemaker, plan.request, region))
+        except AwsError as exc:  # only advice: the job is launched either way
+            say(f"smimg: warm pool: could not check the pools ({exc.message})")
     if plan.code_uri is not None and plan.job.source_dir is not None:
         _upload_code(plan.job.source_dir, plan.code_uri, region)
         say(f"smimg: code from {plan.job.source_dir} uploaded to {plan.code_uri}")
@@ -206,9 +209,13 @@ def warm_pool_decision(sagemaker: Any, request: Mapping[str, Any], region: str, 
             nearest = (name, differences)
     if nearest is None:
         return "smimg: warm pool: none is available; the job starts new instances and keeps them after it ends"
+    among = f" among the {most} newest" if len(pools) > most else ""
     name, differences = nearest
     shown = "; ".join(f"{member} {_value(theirs)} there, {_value(ours)} here" for member, theirs, ours in differences)
-    return f"smimg: warm pool: none matches; the nearest, {name}'s, differs in {shown}: the job starts new instances"
+    return (
+        f"smimg: warm pool: none matches{among}; the nearest, {name}'s, differs in {shown}: the job starts new "
+        "instances"
+    )
 
 
 def _value(value: Any) -> str:

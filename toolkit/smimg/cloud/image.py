@@ -14,7 +14,7 @@ from typing import Any
 
 from smimg.adapters import aws, ecr, registry
 from smimg.engine import Engine
-from smimg.errors import LaunchError
+from smimg.errors import LaunchError, SmimgError
 from smimg.refs import ImageRef
 
 PLATFORM = ("linux", "amd64")  # SageMaker's training instances
@@ -38,7 +38,7 @@ def resolve_image(
             push failed.
     """
     if image is not None and ImageRef.parse(image).ecr is not None:
-        return pin_image(image, region, say, engine) if check else image
+        return pin_image(image, region, say, engine or _local_engine()) if check else image
     from smimg import build, ship  # loaded only when a local image is to be pushed
     from smimg.spec import load_spec
 
@@ -130,11 +130,20 @@ def _check_manifest(uri: str, media_type: str, body: dict[str, Any]) -> None:
         )
 
 
+def _local_engine() -> Engine | None:
+    from smimg.adapters.docker_engine import default_engine
+
+    return default_engine()
+
+
 def _check_platform(uri: str, config: str, engine: Engine | None) -> None:
-    """The platform from the local image with the manifest's config, when there is one here."""
+    """The platform from the local image with the manifest's config, when there is one here (and an engine)."""
     if engine is None or not config:
         return
-    image = engine.image(config)
+    try:
+        image = engine.image(config)
+    except SmimgError:  # no engine to ask: ECR's API gives no platform of a Docker v2 manifest
+        return
     if image is not None and (image.os, image.architecture) != PLATFORM:
         raise LaunchError(
             f"{uri} is a {image.os}/{image.architecture} image: SageMaker's instances run {'/'.join(PLATFORM)}",

@@ -18,6 +18,8 @@ from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, ROLE_ARN, Cloud
 from smimg.errors import LaunchError
 from smimg.local.job import job_name, load_hyperparameters, parse_pairs, resolve_source_dir
 
+ROLE_ENV = "SMIMG_ROLE"  # the role when neither --role nor an accelerate config names one
+
 
 @dataclass(frozen=True)
 class LaunchFlags:
@@ -65,21 +67,53 @@ def prepare_launch(
         LocalError, SpecError, PushError, ImageNotFound, AwsError: as the steps they come from raise them.
     """
     config = read_accelerate_config(accelerate_config) if accelerate_config else AccelerateLaunch()
-    if config.profile and "AWS_PROFILE" not in os.environ:
-        os.environ["AWS_PROFILE"] = config.profile  # as accelerate does: every client of this launch uses it
+    _use_profile(config.profile)
     image = image or config.values.get("image")
     where = resolve_region(region or config.values.get("region"), image)
     values = {k: v for k, v in config.values.items() if k not in ("image", "region")}
-    given = {k: v for k, v in dataclasses.asdict(flags).items() if v not in (None, (), False)}
+    given = {k: v for k, v in dataclasses.asdict(flags).items() if v is not None and v != () and v is not False}
     merged = dataclasses.replace(
         LaunchFlags(**{**values, **given}),
-        env=(*(f"{k}={v}" for k, v in config.env), *flags.env),  # a flag's value of a variable wins
-        inputs=(*config.inputs, *flags.inputs),
-        tags=(*config.tags, *flags.tags),
+        role=flags.role or values.get("role") or os.environ.get(ROLE_ENV),
+        env=_by_key(
+            tuple(f"{k}={v}" for k, v in config.env), flags.env
+        ),  # a flag's value of a variable, channel or tag wins over the config's
+        inputs=_by_key(config.inputs, flags.inputs),
+        tags=_by_key(config.tags, flags.tags),
         name=flags.name or (job_name(config.base_job_name) if config.base_job_name else None),
     )
-    uri = resolve_image(image, spec, where, say, check=check)
-    return plan_launch(make_cloud_job(uri, merged, where)), where
+    # Every input checked before the image is pushed or read: a bad flag costs no upload.
+    plan = plan_launch(make_cloud_job(resolve_image(image, spec, where, say, check=False), merged, where))
+    if not check:
+        return plan, where
+    return plan_launch(make_cloud_job(resolve_image(image, spec, where, say), merged, where)), where
+
+
+def _by_key(first: tuple[str, ...], then: tuple[str, ...]) -> tuple[str, ...]:
+    """KEY=VALUE items, ``then``'s value of a key over ``first``'s (each malformed item kept, to be named)."""
+    merged: dict[str, str] = {}
+    for item in (*first, *then):
+        key, sep, _ = item.partition("=")
+        merged[key if sep else item] = item
+    return tuple(merged.values())
+
+
+def _use_profile(profile: str | None) -> None:
+    """The config's AWS profile for every client of this launch, as accelerate sets it, unless AWS_PROFILE is set.
+
+    Raises:
+        LaunchError: no such profile here.
+    """
+    if not profile or "AWS_PROFILE" in os.environ:
+        return
+    import boto3
+
+    if profile not in boto3.session.Session().available_profiles:
+        raise LaunchError(
+            f"the accelerate config's profile {profile} is not in this machine's AWS config",
+            "remove profile from the config, set AWS_PROFILE, or add the profile (`aws configure --profile NAME`)",
+        )
+    os.environ["AWS_PROFILE"] = profile
 
 
 def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
@@ -95,7 +129,7 @@ def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
     if not flags.role:
         raise LaunchError(
             "no IAM role for the job",
-            "pass --role arn:aws:iam::ACCOUNT:role/NAME (or set SMIMG_ROLE): a role SageMaker may assume, such as "
+            f"pass --role arn:aws:iam::ACCOUNT:role/NAME (or set {ROLE_ENV}): a role SageMaker may assume, such as "
             "the SageMaker execution role the console creates",
         )
     return CloudJob(
@@ -104,14 +138,14 @@ def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
         output=flags.output or default_output(region),
         instance_type=flags.instance_type,
         name=flags.name or job_name("smimg"),
-        instances=flags.instances or 1,
+        instances=1 if flags.instances is None else flags.instances,
         channels=tuple(parse_pairs(flags.inputs, "--input")),
         hyperparameters=load_hyperparameters(flags.hyperparameter_file, parse_pairs(flags.hyperparameters, "--hp")),
         source_dir=resolve_source_dir(flags.source_dir, flags.entry_point),
         entry_point=flags.entry_point,
-        env=tuple(dict(parse_pairs(flags.env, "--env")).items()),  # a later value of a variable wins
-        max_run=flags.max_run or DEFAULT_MAX_RUN,
-        volume_gb=flags.volume_gb or DEFAULT_VOLUME_GB,
+        env=tuple(parse_pairs(flags.env, "--env")),
+        max_run=DEFAULT_MAX_RUN if flags.max_run is None else flags.max_run,
+        volume_gb=DEFAULT_VOLUME_GB if flags.volume_gb is None else flags.volume_gb,
         network_isolation=flags.network_isolation,
         checkpoints=flags.checkpoints,
         spot=flags.spot,

@@ -75,7 +75,9 @@ class Run:
             self.store.secondary(name, "Uploading")
             artifacts = self._upload(result)
         except Exception as exc:  # a job must end, never stay InProgress behind a dead thread
-            reason = exc.message if isinstance(exc, SmimgError) else f"InternalServerError: {type(exc).__name__}: {exc}"
+            reason = (
+                exc.message if isinstance(exc, SmimgError) else f"{records.INTERNAL_ERROR}: {type(exc).__name__}: {exc}"
+            )
             self.store.finish(name, records.FAILED, "Failed", reason)
             return
         self._end(result, artifacts)
@@ -172,14 +174,15 @@ def local_image(uri: str, engine: Engine) -> str:
         raise SmimgError(f"AlgorithmSpecification.TrainingImage: {exc}", "pass an image URI") from None
     if parsed.tag:
         candidates.append(f"{parsed.path}:{parsed.tag}")
-    if parsed.digest and parsed.ecr:
-        candidates.append(_config_of(parsed, parsed.digest))
     for candidate in candidates:
-        if candidate and engine.image(candidate) is not None:
+        if engine.image(candidate) is not None:
             return candidate
+    config = _config_of(parsed, parsed.digest) if parsed.digest and parsed.ecr else ""
+    if config and engine.image(config) is not None:
+        return config
     raise SmimgError(
         f"AlgorithmSpecification.TrainingImage {uri}: no such image on this machine (the local API never pulls)",
-        f"build it (`smimg build`) or tag a local image as {candidates[-1]}",
+        f"build it (`smimg build`) and launch it by {parsed.path}:TAG, or put its manifest in the local API's ECR",
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from smimg.training_api.plan import ApiError, warm_pool_differences
 
 IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
+INTERNAL_ERROR = "InternalServerError"  # a failure of the service, not of the job's code
 AVAILABLE, IN_USE, REUSED, TERMINATED = "Available", "InUse", "Reused", "Terminated"  # WarmPoolStatus.Status
 # What the secondary statuses say on SageMaker.
 MESSAGES = {
@@ -144,7 +145,7 @@ class Store:
         with self._lock:
             # SageMaker keeps the pool of a job that completed, was stopped or failed in its own code; not of one
             # that failed in the service.
-            _end(self._jobs[name], status, secondary, reason, pool=not (reason or "").startswith("InternalServer"))
+            _end(self._jobs[name], status, secondary, reason, pool=not (reason or "").startswith(INTERNAL_ERROR))
             self._save(self._jobs[name])
 
     def _save(self, record: Mapping[str, Any]) -> None:
