@@ -52,14 +52,17 @@ def registry_auth(account: str, region: str, ecr_client: Any = None) -> Registry
     )
 
 
-def image_digest(ecr: Any, repository: str, tag: str) -> str | None:
-    """The digest that ``tag`` points to in an ECR repository, or None when there is no such tag."""
+def image_digest(ecr: Any, repository: str, tag: str, registry_id: str | None = None) -> str | None:
+    """The digest that ``tag`` points to in an ECR repository (in ``registry_id``'s registry, default the
+    caller's), or None when there is no such tag or repository."""
+    where = {"registryId": registry_id} if registry_id else {}
     found = call(
         ecr.describe_images,
         f"look up {repository}:{tag} in ECR",
         missing=frozenset({"ImageNotFoundException", "RepositoryNotFoundException"}),
         repositoryName=repository,
         imageIds=[{"imageTag": tag}],
+        **where,
     )
     details = found["imageDetails"] if found else []
     return str(details[0]["imageDigest"]) if details else None

@@ -8,16 +8,18 @@
 from smimg.cloud import plan, watch
 from smimg.cloud.accelerate import read_accelerate_config
 from smimg.cloud.execute import CloudResult, attach, describe, download, jobs, launch, logs, resolve_region, stop
-from smimg.cloud.image import pin_image, resolve_image
+from smimg.cloud.image import ChosenImage, choose_image, pin_image, ship_image
 from smimg.cloud.job import LaunchFlags, make_cloud_job, prepare_launch
 from smimg.cloud.plan import CloudJob, LaunchPlan, plan_launch
 
 __all__ = [
+    "ChosenImage",
     "CloudJob",
     "CloudResult",
     "LaunchFlags",
     "LaunchPlan",
     "attach",
+    "choose_image",
     "describe",
     "download",
     "jobs",
@@ -29,8 +31,8 @@ __all__ = [
     "plan_launch",
     "prepare_launch",
     "read_accelerate_config",
-    "resolve_image",
     "resolve_region",
+    "ship_image",
     "stop",
     "watch",
 ]

@@ -9,36 +9,39 @@ however the tag moves afterwards.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smimg.adapters import aws, ecr, registry
 from smimg.engine import Engine
 from smimg.errors import LaunchError, SmimgError
 from smimg.refs import ImageRef
 
+if TYPE_CHECKING:
+    from smimg.ship import PushPlan
+
 PLATFORM = ("linux", "amd64")  # SageMaker's training instances
 
 
-def resolve_image(
-    image: str | None,
-    spec: Path | None,
-    region: str,
-    say: Callable[[str], None],
-    *,
-    check: bool = True,
-    engine: Engine | None = None,
-) -> str:
-    """The ECR URI to launch: ``image`` pinned (``pin_image``); or a local image, default the one the spec builds
-    now, pushed to ECR first as `smimg push` would (skipped when ECR holds it) and its pinned URI. Without
-    ``check`` (``--dry-run``) nothing is read from ECR or pushed: the URI the launch would use, unpinned.
+@dataclass(frozen=True)
+class ChosenImage:
+    """The launch's image before anything is read from ECR or pushed."""
+
+    uri: str  # an ECR URI as given, or the push target of a local image (its content tag)
+    push: PushPlan | None = None  # a local image's push
+
+
+def choose_image(image: str | None, spec: Path | None, region: str, engine: Engine | None = None) -> ChosenImage:
+    """``image`` when it is an ECR URI; else a local image, default the one the spec builds now, to be pushed to
+    ECR as `smimg push` would. Nothing is read from ECR or pushed (``--dry-run`` prints this URI).
 
     Raises:
-        LaunchError, PushError, ImageNotFound, SpecError, AwsError: the image cannot be launched as it is, or the
-            push failed.
+        LaunchError: the spec pushes elsewhere than ECR.
+        ImageNotFound, SpecError, AwsError: no such local image, a bad spec, no account for the push target.
     """
     if image is not None and ImageRef.parse(image).ecr is not None:
-        return pin_image(image, region, say, engine or _local_engine()) if check else image
+        return ChosenImage(image)
     from smimg import build, ship  # loaded only when a local image is to be pushed
     from smimg.spec import load_spec
 
@@ -52,11 +55,23 @@ def resolve_image(
             f"the spec pushes to {plan.target.registry}, not ECR: SageMaker trains only from ECR",
             "remove push.registry from smimg.yaml, or push to ECR and pass the image's URI",
         )
-    if not check:
-        return plan.target.ref(plan.content_tag)
-    say(f"smimg: pushing {image} to {plan.target.ref(plan.content_tag)} (skipped if ECR holds it)")
-    pushed = ship.push(plan, engine=engine, on_line=lambda line: say(f"smimg: {line}"))
-    return pushed.uri
+    return ChosenImage(plan.target.ref(plan.content_tag), plan)
+
+
+def ship_image(chosen: ChosenImage, region: str, say: Callable[[str], None], engine: Engine | None = None) -> str:
+    """The chosen image's URI pinned to its digest: a local one pushed first (skipped when ECR holds it, and
+    checked by the push), an ECR one checked (``pin_image``).
+
+    Raises:
+        LaunchError, PushError, RegistryAuthError, AwsError: the image cannot be launched as it is, or the push
+            failed.
+    """
+    if chosen.push is None:
+        return pin_image(chosen.uri, region, say, engine or _local_engine())
+    from smimg import ship
+
+    say(f"smimg: pushing {chosen.push.source} to {chosen.uri} (skipped if ECR holds it)")
+    return ship.push(chosen.push, engine=engine, on_line=lambda line: say(f"smimg: {line}")).uri
 
 
 def pin_image(uri: str, region: str, say: Callable[[str], None], engine: Engine | None = None) -> str:
@@ -95,21 +110,13 @@ def pin_image(uri: str, region: str, say: Callable[[str], None], engine: Engine 
 
 def _digest_of_tag(client: Any, account: str, ref: ImageRef) -> str:
     tag = ref.tag_or_latest
-    found = aws.call(
-        client.describe_images,
-        f"look up {ref.path}:{tag} in ECR",
-        missing=frozenset({"ImageNotFoundException", "RepositoryNotFoundException"}),
-        registryId=account,
-        repositoryName=ref.path,
-        imageIds=[{"imageTag": tag}],
-    )
-    details = found["imageDetails"] if found else []
-    if not details:
+    digest = ecr.image_digest(client, ref.path, tag, registry_id=account)
+    if digest is None:
         raise LaunchError(
             f"{ref.repository}:{tag} is not in ECR: SageMaker could not pull it",
             f"push it first (`smimg push`), or check the tag (`aws ecr describe-images --repository-name {ref.path}`)",
         )
-    return str(details[0]["imageDigest"])
+    return digest
 
 
 def _check_manifest(uri: str, media_type: str, body: dict[str, Any]) -> None:
@@ -130,7 +137,7 @@ def _check_manifest(uri: str, media_type: str, body: dict[str, Any]) -> None:
         )
 
 
-def _local_engine() -> Engine | None:
+def _local_engine() -> Engine:
     from smimg.adapters.docker_engine import default_engine
 
     return default_engine()

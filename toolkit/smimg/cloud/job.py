@@ -13,8 +13,8 @@ from typing import Any
 from smimg.adapters import aws
 from smimg.cloud.accelerate import AccelerateLaunch, read_accelerate_config
 from smimg.cloud.execute import resolve_region
-from smimg.cloud.image import resolve_image
-from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, ROLE_ARN, CloudJob, LaunchPlan, plan_launch
+from smimg.cloud.image import choose_image, ship_image
+from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, CloudJob, LaunchPlan, plan_launch
 from smimg.errors import LaunchError
 from smimg.local.job import job_name, load_hyperparameters, parse_pairs, resolve_source_dir
 
@@ -58,9 +58,9 @@ def prepare_launch(
     accelerate_config: Path | None = None,
     check: bool = True,
 ) -> tuple[LaunchPlan, str]:
-    """The launch's plan and region: the accelerate config read (its values under the flags), the image resolved
-    (``cloud.image.resolve_image``; with ``check`` False, as ``--dry-run``, nothing is read from ECR or pushed), the
-    job made and planned.
+    """The launch's plan and region: the accelerate config read (its values under the flags), the job made and
+    planned, then its image shipped (``cloud.image``: pushed if local, checked and pinned; with ``check`` False, as
+    ``--dry-run``, nothing is read from ECR or pushed).
 
     Raises:
         LaunchError: a bad input, named; SageMaker would refuse the request.
@@ -75,18 +75,18 @@ def prepare_launch(
     merged = dataclasses.replace(
         LaunchFlags(**{**values, **given}),
         role=flags.role or values.get("role") or os.environ.get(ROLE_ENV),
-        env=_by_key(
-            tuple(f"{k}={v}" for k, v in config.env), flags.env
-        ),  # a flag's value of a variable, channel or tag wins over the config's
+        # A flag's value of a variable, channel or tag wins over the config's.
+        env=_by_key(tuple(f"{k}={v}" for k, v in config.env), flags.env),
         inputs=_by_key(config.inputs, flags.inputs),
         tags=_by_key(config.tags, flags.tags),
         name=flags.name or (job_name(config.base_job_name) if config.base_job_name else None),
     )
-    # Every input checked before the image is pushed or read: a bad flag costs no upload.
-    plan = plan_launch(make_cloud_job(resolve_image(image, spec, where, say, check=False), merged, where))
+    chosen = choose_image(image, spec, where)
+    job = make_cloud_job(chosen.uri, merged, where)
+    plan = plan_launch(job)  # every input checked before the image is pushed or read: a bad flag costs no upload
     if not check:
         return plan, where
-    return plan_launch(make_cloud_job(resolve_image(image, spec, where, say), merged, where)), where
+    return plan_launch(dataclasses.replace(job, image=ship_image(chosen, where, say))), where
 
 
 def _by_key(first: tuple[str, ...], then: tuple[str, ...]) -> tuple[str, ...]:
@@ -159,7 +159,7 @@ def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
 
 def role_arn(role: str, region: str) -> str:
     """A role ARN, or a role's name made its ARN through IAM (as the SageMaker SDK expands one)."""
-    if "/" in role or ROLE_ARN.match(role):
+    if "/" in role:  # an ARN (or a path SageMaker will refuse, named by the planner)
         return role
     found: Any = aws.call(
         aws.client("iam", region).get_role,
