@@ -90,6 +90,7 @@ def test_distributed_type_no_runs_one_process_per_instance_as_accelerate_does(tm
         ("additional_args: {instance_groups: []}", "additional_args.instance_groups has no `smimg launch` equivalent"),
         ("sagemaker_inputs_file: missing.tsv", "sagemaker_inputs_file missing.tsv: No such file or directory"),
         ("- a list", "holds no fields"),
+        ("a: [", "is not YAML or JSON"),
     ],
 )
 def test_a_config_smimg_cannot_honour_is_named_with_the_field(
@@ -100,7 +101,7 @@ def test_a_config_smimg_cannot_honour_is_named_with_the_field(
     key = change.split(":")[0]
     lines = [f"{k}: {v}" for k, v in base.items() if k != key]
     path = tmp_path / "accelerate.yaml"
-    path.write_text(change if change.startswith("-") else "\n".join([*lines, change]))
+    path.write_text(change if change.startswith(("-", "a:")) else "\n".join([*lines, change]))
     with pytest.raises(LaunchError, match=re.escape(message)):
         cloud.read_accelerate_config(path)
     with pytest.raises(LaunchError, match=r"cannot read --accelerate-config .*absent.yaml: No such file"):

@@ -118,8 +118,9 @@ def _load(path: Path) -> dict[str, Any]:
         loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except OSError as exc:
         raise LaunchError(f"cannot read --accelerate-config {path}: {exc.strerror}", "pass the config's path") from None
-    except ValueError as exc:  # yaml's and json's errors both derive from it
-        raise LaunchError(f"--accelerate-config {path} is not YAML or JSON: {exc}", "fix the file") from None
+    except (ValueError, yaml.YAMLError) as exc:  # json's errors are ValueErrors, yaml's are not
+        reason = " ".join(str(exc).split())  # yaml's message spans lines: one line here
+        raise LaunchError(f"--accelerate-config {path} is not YAML or JSON: {reason}", "fix the file") from None
     if not isinstance(loaded, dict):
         raise LaunchError(f"--accelerate-config {path} holds no fields", "pass the config `accelerate config` wrote")
     return loaded
