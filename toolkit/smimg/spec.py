@@ -112,6 +112,30 @@ class PushSpec(_Model):
     lifecycle: LifecycleSpec = LifecycleSpec()
 
 
+class LaunchSpec(_Model):
+    """`smimg launch`'s defaults for this project's SageMaker jobs; its flags (and an accelerate config) override them.
+
+    Not part of the image: changing them changes no content tag or label.
+    """
+
+    role: str | None = Field(
+        None, description="IAM role SageMaker assumes: an ARN or a name. SMIMG_ROLE and --role override it."
+    )
+    instance_type: str | None = Field(None, description="e.g. ml.g5.2xlarge.")
+    instances: int | None = Field(None, ge=1, description="Hosts (algo-1..N) on SageMaker.")
+    output: str | None = Field(None, description="S3OutputPath, s3://bucket/prefix.")
+    max_run: int | None = Field(None, ge=1, description="MaxRuntimeInSeconds.")
+    volume_size: int | None = Field(None, ge=1, description="VolumeSizeInGB per instance.")
+    spot: bool | None = Field(None, description="Managed spot training.")
+    max_wait: int | None = Field(None, ge=1, description="Spot: MaxWaitTimeInSeconds.")
+    checkpoints: str | None = Field(None, description="CheckpointConfig.S3Uri, s3://bucket/prefix.")
+    network_isolation: bool | None = None
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    keep_alive: int | None = Field(None, ge=0, description="Warm pool: KeepAlivePeriodInSeconds.")
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
 class ImageSpec(_Model):
     """Everything that determines a training image."""
 
@@ -132,6 +156,7 @@ class ImageSpec(_Model):
     platform: str = "linux/amd64"
     blocks: dict[BlockName, str] = Field(default_factory=dict)
     push: PushSpec = PushSpec()
+    launch: LaunchSpec = LaunchSpec()
 
 
 class LoadedSpec(_Model):
@@ -223,6 +248,17 @@ def load_spec(path: Path | None = None, overrides: Mapping[str, Any] | None = No
     return validate(raw, root=path.parent.resolve(), source=str(path))
 
 
+def load_optional(path: Path | None, *, required: bool) -> LoadedSpec | None:
+    """The spec when one is named or in the current folder; None when neither and the caller can do without.
+
+    Raises:
+        SpecError: as ``load_spec``.
+    """
+    if path is None and not required and find_spec_file(Path.cwd()) is None:
+        return None
+    return load_spec(path)
+
+
 def validate(raw: Mapping[str, Any], *, root: Path, source: str) -> LoadedSpec:
     """Validate a raw mapping: schema first, then the checks that read files and refuse unsafe text."""
     try:
@@ -290,6 +326,7 @@ def check(spec: ImageSpec, root: Path) -> list[Problem]:
         *_check_pip(spec.pip, root),
         *_check_code(spec, root),
         *_check_push(spec.push),
+        *_check_launch(spec.launch),
         *(
             Problem(f"blocks.{block}", "must not start a new stage (FROM)", "use RUN/ENV/COPY instructions")
             for block, text in spec.blocks.items()
@@ -445,6 +482,23 @@ def _check_push(push: PushSpec) -> list[Problem]:
             problems.append(
                 Problem(f"push.mutable_tags.{i}", f"{tag!r} is not a tag or tag pattern", "e.g. latest or dev-*")
             )
+    return problems
+
+
+def _check_launch(launch: LaunchSpec) -> list[Problem]:
+    """What the SageMaker API would refuse only at launch; the request's limits are checked when it is planned."""
+    problems = []
+    if launch.instance_type is not None and not launch.instance_type.startswith("ml."):
+        problems.append(
+            Problem(
+                "launch.instance_type",
+                f"{launch.instance_type!r} is not a SageMaker instance type",
+                "e.g. ml.g5.2xlarge",
+            )
+        )
+    for field, uri in (("launch.output", launch.output), ("launch.checkpoints", launch.checkpoints)):
+        if uri is not None and not uri.startswith("s3://"):
+            problems.append(Problem(field, f"{uri!r} is not an S3 URI", "write s3://bucket/prefix"))
     return problems
 
 

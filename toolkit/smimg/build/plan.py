@@ -297,7 +297,9 @@ def content_tag_of(content_hash: str) -> str:
 
 
 def spec_json(spec: ImageSpec) -> str:
-    return json.dumps(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":"))
+    # The launch section says how jobs run, not what the image is: it stays out of the image's label.
+    dumped = spec.model_dump(mode="json", exclude_defaults=True, exclude={"launch"})
+    return json.dumps(dumped, sort_keys=True, separators=(",", ":"))
 
 
 def _secrets(spec: ImageSpec, root: Path, ca_bundle: Path | None) -> tuple[Secret, ...]:

@@ -35,7 +35,10 @@ def launch_command(
     spec: SpecPath = None,
     instance_type: Annotated[str | None, typer.Option("--instance-type", help="e.g. ml.g5.2xlarge.")] = None,
     role: Annotated[
-        str | None, typer.Option("--role", help="IAM role SageMaker assumes: an ARN or a name. Default: SMIMG_ROLE.")
+        str | None,
+        typer.Option(
+            "--role", help="IAM role SageMaker assumes: an ARN or a name. Default: SMIMG_ROLE, then launch.role."
+        ),
     ] = None,
     instances: Annotated[int | None, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N).")] = None,
     inputs: Inputs = None,
@@ -52,7 +55,12 @@ def launch_command(
     max_run: Annotated[
         int | None, typer.Option("--max-run", help="MaxRuntimeInSeconds. Default: 86400 (SageMaker's).")
     ] = None,
-    spot: Annotated[bool, typer.Option("--spot", help="Managed spot training (save checkpoints on SIGTERM).")] = False,
+    spot: Annotated[
+        bool | None,
+        typer.Option(
+            "--spot/--no-spot", help="Managed spot training (save checkpoints on SIGTERM).", show_default=False
+        ),
+    ] = None,
     max_wait: Annotated[
         int | None, typer.Option("--max-wait", help="Spot: MaxWaitTimeInSeconds (>= --max-run). Default: --max-run.")
     ] = None,
@@ -60,8 +68,13 @@ def launch_command(
         str | None, typer.Option("--checkpoints", help="CheckpointConfig.S3Uri: synced with /opt/ml/checkpoints.")
     ] = None,
     network_isolation: Annotated[
-        bool, typer.Option("--network-isolation", help="EnableNetworkIsolation: the hosts reach only each other.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--network-isolation/--no-network-isolation",
+            help="EnableNetworkIsolation: the hosts reach only each other.",
+            show_default=False,
+        ),
+    ] = None,
     volume_size: Annotated[
         int | None, typer.Option("--volume-size", help=f"VolumeSizeInGB per instance. Default: {DEFAULT_VOLUME_GB}.")
     ] = None,
@@ -101,6 +114,9 @@ def launch_command(
     json: Json = False,
 ) -> None:
     """Run IMAGE as a SageMaker training job and watch it to its end: status changes and every host's lines.
+
+    Defaults for the cloud-only flags (role, instance type and count, output, spot, ...) come from the spec's
+    `launch:` section (smimg.yaml here, or --spec), under an accelerate config and the flags.
 
     The job is given as to `smimg local run` (-n, --input, --hp, --hp-file, --env, --source-dir with --entry-point:
     the code is uploaded, so an edit needs no rebuild), with what only the cloud needs. It is checked against

@@ -53,15 +53,6 @@ def load(
     return load_spec(spec, {"base.image": base, "name": name, "accelerate": accelerate})
 
 
-def load_optional(spec: Path | None, *, required: bool) -> LoadedSpec | None:
-    """The spec when one is named or in the current folder; None when neither and the command can do without."""
-    from smimg.spec import find_spec_file, load_spec
-
-    if spec is None and not required and find_spec_file(Path.cwd()) is None:
-        return None
-    return load_spec(spec)
-
-
 # The job's flags `local run` and `launch` share: one meaning each.
 Instances = Annotated[int, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N).")]
 Hyperparameters = Annotated[

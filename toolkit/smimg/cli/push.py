@@ -18,7 +18,6 @@ from smimg.cli.options import (
     SpecPath,
     UpdateRepository,
     Username,
-    load_optional,
 )
 from smimg.cli.progress import push_with_view
 
@@ -47,6 +46,8 @@ def push_command(
     with immutable tags, scan on push, a lifecycle policy and encryption; credentials go to the engine in memory,
     never to ~/.docker/config.json. An upload is skipped when the content tag is already in the repository.
     """
+    from smimg.spec import load_optional
+
     loaded_spec = load_optional(spec, required=image is None)
     if image is None:
         assert loaded_spec is not None
@@ -76,6 +77,8 @@ def login_command(
 
     smimg itself never needs this: it hands fresh credentials to the engine on every push. The login lasts 12 hours.
     """
+    from smimg.spec import load_optional
+
     loaded = load_optional(spec, required=False)
     auth = ship.login(loaded.spec if loaded else None, region=region)
     console.err.print(f"[green]logged in[/] to {auth.registry} (valid until {auth.expires_at or 'in 12 hours'})")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smimg.adapters import aws, ecr, registry
@@ -20,6 +19,7 @@ from smimg.refs import ImageRef
 
 if TYPE_CHECKING:
     from smimg.ship import PushPlan
+    from smimg.spec import LoadedSpec
 
 PLATFORM = ("linux", "amd64")  # SageMaker's training instances
 
@@ -32,24 +32,24 @@ class ChosenImage:
     push: PushPlan | None = None  # a local image's push
 
 
-def choose_image(image: str | None, spec: Path | None, region: str, engine: Engine | None = None) -> ChosenImage:
+def choose_image(image: str | None, spec: LoadedSpec | None, region: str, engine: Engine | None = None) -> ChosenImage:
     """``image`` when it is an ECR URI; else a local image, default the one the spec builds now, to be pushed to
-    ECR as `smimg push` would. Nothing is read from ECR or pushed (``--dry-run`` prints this URI).
+    ECR as `smimg push` would (to the spec's repository). Nothing is read from ECR or pushed (``--dry-run`` prints
+    this URI).
 
     Raises:
-        LaunchError: the spec pushes elsewhere than ECR.
-        ImageNotFound, SpecError, AwsError: no such local image, a bad spec, no account for the push target.
+        LaunchError: no image and no spec, or the spec pushes elsewhere than ECR.
+        ImageNotFound, AwsError: no such local image, no account for the push target.
     """
     if image is not None and ImageRef.parse(image).ecr is not None:
         return ChosenImage(image)
     from smimg import build, ship  # loaded only when a local image is to be pushed
-    from smimg.spec import load_spec
 
-    loaded = load_spec(spec) if image is None or spec is not None else None
     if image is None:
-        assert loaded is not None
-        image = build.current_tag(loaded, engine)
-    plan = ship.prepare_push(image, loaded.spec if loaded else None, region=region, engine=engine)
+        if spec is None:
+            raise LaunchError("no image to launch", "pass an image, or run where smimg.yaml is (or --spec PATH)")
+        image = build.current_tag(spec, engine)
+    plan = ship.prepare_push(image, spec.spec if spec else None, region=region, engine=engine)
     if plan.target.region is None:
         raise LaunchError(
             f"the spec pushes to {plan.target.registry}, not ECR: SageMaker trains only from ECR",

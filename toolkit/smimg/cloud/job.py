@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smimg.adapters import aws
 from smimg.cloud.accelerate import AccelerateLaunch, read_accelerate_config
@@ -18,7 +18,10 @@ from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, CloudJob, Launc
 from smimg.errors import LaunchError
 from smimg.local.job import job_name, load_hyperparameters, parse_pairs, resolve_source_dir
 
-ROLE_ENV = "SMIMG_ROLE"  # the role when neither --role nor an accelerate config names one
+if TYPE_CHECKING:
+    from smimg.spec import LaunchSpec
+
+ROLE_ENV = "SMIMG_ROLE"  # the role when neither --role nor an accelerate config names one (over the spec's)
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,9 @@ class LaunchFlags:
     name: str | None = None
     max_run: int | None = None
     volume_gb: int | None = None
-    network_isolation: bool = False
+    network_isolation: bool | None = None
     checkpoints: str | None = None
-    spot: bool = False
+    spot: bool | None = None
     max_wait: int | None = None
     tags: tuple[str, ...] = ()
     subnets: tuple[str, ...] | None = None
@@ -58,30 +61,23 @@ def prepare_launch(
     accelerate_config: Path | None = None,
     check: bool = True,
 ) -> tuple[LaunchPlan, str]:
-    """The launch's plan and region: the accelerate config read (its values under the flags), the job made and
-    planned, then its image shipped (``cloud.image``: pushed if local, checked and pinned; with ``check`` False, as
-    ``--dry-run``, nothing is read from ECR or pushed).
+    """The launch's plan and region: the job from the flags over the accelerate config over the spec's ``launch``
+    section (the spec named, or the current folder's), made and planned, then its image shipped (``cloud.image``:
+    pushed if local, checked and pinned; with ``check`` False, as ``--dry-run``, nothing is read from ECR or pushed).
 
     Raises:
         LaunchError: a bad input, named; SageMaker would refuse the request.
         LocalError, SpecError, PushError, ImageNotFound, AwsError: as the steps they come from raise them.
     """
+    from smimg.spec import load_optional
+
     config = read_accelerate_config(accelerate_config) if accelerate_config else AccelerateLaunch()
     _use_profile(config.profile)
     image = image or config.values.get("image")
+    loaded = load_optional(spec, required=image is None)
     where = resolve_region(region or config.values.get("region"), image)
-    values = {k: v for k, v in config.values.items() if k not in ("image", "region")}
-    given = {k: v for k, v in dataclasses.asdict(flags).items() if v is not None and v != () and v is not False}
-    merged = dataclasses.replace(
-        LaunchFlags(**{**values, **given}),
-        role=flags.role or values.get("role") or os.environ.get(ROLE_ENV),
-        # A flag's value of a variable, channel or tag wins over the config's.
-        env=_by_key(tuple(f"{k}={v}" for k, v in config.env), flags.env),
-        inputs=_by_key(config.inputs, flags.inputs),
-        tags=_by_key(config.tags, flags.tags),
-        name=flags.name or (job_name(config.base_job_name) if config.base_job_name else None),
-    )
-    chosen = choose_image(image, spec, where)
+    merged = merge_flags(flags, config, loaded.spec.launch if loaded else None)
+    chosen = choose_image(image, loaded, where)
     job = make_cloud_job(chosen.uri, merged, where)
     plan = plan_launch(job)  # every input checked before the image is pushed or read: a bad flag costs no upload
     if not check:
@@ -89,10 +85,38 @@ def prepare_launch(
     return plan_launch(dataclasses.replace(job, image=ship_image(chosen, where, say))), where
 
 
-def _by_key(first: tuple[str, ...], then: tuple[str, ...]) -> tuple[str, ...]:
-    """KEY=VALUE items, ``then``'s value of a key over ``first``'s (each malformed item kept, to be named)."""
+def merge_flags(flags: LaunchFlags, config: AccelerateLaunch, launch: LaunchSpec | None) -> LaunchFlags:
+    """The flags given, over the accelerate config's values, over the spec's ``launch`` section; the role from
+    ``--role``, the config, ``SMIMG_ROLE``, then the spec (a variable overrides a file, as AWS_REGION does)."""
+    section = _section_flags(launch) if launch else {}
+    values = {k: v for k, v in config.values.items() if k not in ("image", "region")}
+    given = {k: v for k, v in dataclasses.asdict(flags).items() if v is not None and v != ()}
+    layered = LaunchFlags(**{**section, **values, **given})
+    return dataclasses.replace(
+        layered,
+        role=flags.role or values.get("role") or os.environ.get(ROLE_ENV) or section.get("role"),
+        # A flag's value of a variable, channel or tag wins over the config's, the config's over the spec's.
+        env=_by_key(tuple(f"{k}={v}" for k, v in config.env), flags.env),
+        inputs=_by_key(config.inputs, flags.inputs),
+        tags=_by_key(section.get("tags", ()), config.tags, flags.tags),
+        name=flags.name or (job_name(config.base_job_name) if config.base_job_name else None),
+        # --no-spot over a config's spot job drops the config's spot wait with it; a --max-wait flag is still named.
+        max_wait=flags.max_wait if flags.spot is False else layered.max_wait,
+    )
+
+
+def _section_flags(launch: LaunchSpec) -> dict[str, Any]:
+    """The spec's ``launch`` section as the flags it stands for (unset fields left out)."""
+    values = launch.model_dump(exclude_defaults=True)
+    renamed = {"volume_gb": values.pop("volume_size", None), "tags": tuple(f"{k}={v}" for k, v in launch.tags.items())}
+    values.pop("tags", None)
+    return {**values, **{k: v for k, v in renamed.items() if v is not None and v != ()}}
+
+
+def _by_key(*layers: tuple[str, ...]) -> tuple[str, ...]:
+    """KEY=VALUE items, a later layer's value of a key over an earlier's (each malformed item kept, to be named)."""
     merged: dict[str, str] = {}
-    for item in (*first, *then):
+    for item in (item for layer in layers for item in layer):
         key, sep, _ = item.partition("=")
         merged[key if sep else item] = item
     return tuple(merged.values())
@@ -129,8 +153,8 @@ def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
     if not flags.role:
         raise LaunchError(
             "no IAM role for the job",
-            f"pass --role arn:aws:iam::ACCOUNT:role/NAME (or set {ROLE_ENV}): a role SageMaker may assume, such as "
-            "the SageMaker execution role the console creates",
+            f"pass --role arn:aws:iam::ACCOUNT:role/NAME (or set {ROLE_ENV}, or launch.role in smimg.yaml): a role "
+            "SageMaker may assume, such as the SageMaker execution role the console creates",
         )
     return CloudJob(
         image=image,
@@ -146,9 +170,9 @@ def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
         env=tuple(parse_pairs(flags.env, "--env")),
         max_run=DEFAULT_MAX_RUN if flags.max_run is None else flags.max_run,
         volume_gb=DEFAULT_VOLUME_GB if flags.volume_gb is None else flags.volume_gb,
-        network_isolation=flags.network_isolation,
+        network_isolation=bool(flags.network_isolation),
         checkpoints=flags.checkpoints,
-        spot=flags.spot,
+        spot=bool(flags.spot),
         max_wait=flags.max_wait,
         tags=tuple(parse_pairs(flags.tags, "--tag")),
         subnets=tuple(flags.subnets or ()),
