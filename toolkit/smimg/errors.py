@@ -71,7 +71,17 @@ class BaseImageError(SmimgError):
 
 
 class AwsError(SmimgError):
-    """An AWS call failed: credentials, permissions or the service."""
+    """An AWS call failed: credentials, permissions or the service.
+
+    Args:
+        code: AWS's error code, when the service answered with one.
+        transient: throttled, or the service or network briefly unavailable: the same call may succeed later.
+    """
+
+    def __init__(self, message: str, hint: str = "", *, code: str = "", transient: bool = False) -> None:
+        super().__init__(message, hint)
+        self.code = code
+        self.transient = transient
 
 
 class BuildError(SmimgError):

@@ -20,6 +20,21 @@ CREDENTIALS_HINT = (
     "AWS_SECRET_ACCESS_KEY)"
 )
 _DENIED = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"}
+# Codes that mean "not now" (botocore's own retries already spent): a watch backs off and asks again.
+_TRANSIENT = {
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalFailure",
+    "InternalServerError",
+}
 
 
 def client(service: str, region: str | None) -> Any:
@@ -121,7 +136,7 @@ def account_id(region: str) -> str:
 def _mapped(method: Callable[..., Any], doing: str, missing: frozenset[str] = frozenset()) -> Iterator[None]:
     """Turns botocore's exceptions into ``AwsError``; swallows the error codes that mean "missing"."""
     from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError, NoCredentialsError
 
     try:
         yield
@@ -137,9 +152,19 @@ def _mapped(method: Callable[..., Any], doing: str, missing: frozenset[str] = fr
                 f"AWS refused to {doing}: {code}: {error.get('Message', '')}",
                 f"grant your identity {_permission(method)} (or use a profile that has it: AWS_PROFILE)",
             ) from None
-        raise AwsError(f"could not {doing}: {code}: {error.get('Message', exc)}", _hint(code)) from None
+        raise AwsError(
+            f"could not {doing}: {code}: {error.get('Message', exc)}",
+            _hint(code),
+            code=code,
+            transient=code in _TRANSIENT,
+        ) from None
     except BotoCoreError as exc:
-        raise AwsError(f"could not {doing}: {exc}", "check the region and your network") from None
+        # A connection that failed or timed out may come back; a bad region or parameter will not.
+        raise AwsError(
+            f"could not {doing}: {exc}",
+            "check the region and your network",
+            transient=isinstance(exc, (ConnectionError, HTTPClientError)),
+        ) from None
     except (S3TransferFailedError, S3UploadFailedError) as exc:  # boto3 transfers wrap the ClientError
         raise AwsError(
             f"could not {doing}: {exc}", "check the bucket and key (`aws s3 ls s3://BUCKET/PREFIX`)"

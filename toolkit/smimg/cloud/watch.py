@@ -2,7 +2,11 @@
 
 SageMaker writes one CloudWatch stream per host (``JOB/algo-N-EPOCH``) once that host first writes; streams are
 listed page by page (the SDK reads only the first page, so it misses hosts beyond 50) and read from where the last
-poll stopped.
+poll stopped: by the stream's forward token, or, once a token has expired (after 24 hours), from the time of the
+last line shown, skipping the lines of that millisecond already shown (as the SDK reads every poll).
+
+A watch outlives throttling and brief outages (botocore's own retries spent): it backs off, up to a minute between
+polls, and gives up only after ``OUTAGE`` seconds without one answer.
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ from smimg.errors import AwsError, LaunchError
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL = frozenset({"Completed", "Failed", "Stopped"})
 POLL = 2.0  # seconds between polls; DescribeTrainingJob and GetLogEvents are rate-limited per account
+MAX_BACKOFF = 60.0
+OUTAGE = 900.0  # seconds of transient failures in a row before the watch is given up
 
 
 @dataclass
 class Cursor:
-    """Where the watch stands: the last transition shown (how many, and its message), each stream's next token."""
+    """Where the watch stands: the last transition shown (how many, and its message), each stream's next token and
+    its last line shown (its timestamp, and how many lines of that millisecond were shown)."""
 
     transitions: int = 0
     message: str = ""
     tokens: dict[str, str | None] = field(default_factory=dict)
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def follow(
@@ -44,21 +52,44 @@ def follow(
     """
     sagemaker, logs = aws.client("sagemaker", region), aws.client("logs", region)
     cursor = cursor or Cursor()
+    outage: float | None = None  # when the current run of transient failures began
+    wait = poll
     while True:
-        job = describe(sagemaker, name, region)
+        try:
+            job = describe(sagemaker, name, region)
+            lines = new_lines(logs, name, cursor)
+        except AwsError as exc:
+            outage = outage or time.monotonic()
+            if not exc.transient or time.monotonic() - outage > OUTAGE:
+                raise
+            wait = min(max(wait, poll) * 2, MAX_BACKOFF)
+            say(f"smimg: {exc.message}; asking again in {wait:.0f} s")
+            time.sleep(wait)
+            continue
+        outage, wait = None, poll
         _transitions(job, cursor, say)
-        for line in new_lines(logs, name, cursor):
+        for line in lines:
             say(line)
         if job["TrainingJobStatus"] in TERMINAL:
-            # CloudWatch delivers a host's last lines (often a failure's traceback) a moment after the job ends.
-            for _ in range(2):
-                time.sleep(min(poll, 2.0))
-                if not (lines := new_lines(logs, name, cursor)):
-                    break
-                for line in lines:
-                    say(line)
+            _last_lines(logs, name, cursor, say, poll)
             return job
         time.sleep(poll)
+
+
+def _last_lines(logs: Any, name: str, cursor: Cursor, say: Callable[[str], None], poll: float) -> None:
+    """CloudWatch delivers a host's last lines (often a failure's traceback) a moment after the job ends."""
+    for _ in range(2):
+        time.sleep(min(poll, 2.0))
+        try:
+            lines = new_lines(logs, name, cursor)
+        except AwsError as exc:
+            if not exc.transient:
+                raise
+            continue  # the job's outcome is known; a throttled last read costs at most its last lines
+        if not lines:
+            return
+        for line in lines:
+            say(line)
 
 
 def describe(sagemaker: Any, name: str, region: str | None) -> dict[str, Any]:
@@ -96,7 +127,20 @@ def _transitions(job: dict[str, Any], cursor: Cursor, say: Callable[[str], None]
 
 
 def new_lines(logs: Any, name: str, cursor: Cursor) -> list[str]:
-    """Every host's lines since the cursor, merged by time, as ``algo-2 | ...``."""
+    """Every host's lines since the cursor, merged by time, as ``algo-2 | ...``.
+
+    Raises:
+        AwsError: a call failed; the cursor is left where it stood, so the next call reads the same lines again.
+    """
+    tokens, positions = dict(cursor.tokens), dict(cursor.positions)
+    try:
+        return _new_lines(logs, name, cursor)
+    except AwsError:
+        cursor.tokens, cursor.positions = tokens, positions
+        raise
+
+
+def _new_lines(logs: Any, name: str, cursor: Cursor) -> list[str]:
     events: list[tuple[int, str, str]] = []
     pages = aws.paginate(
         logs,
@@ -123,8 +167,37 @@ def _read(logs: Any, stream: str, cursor: Cursor) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
         if token is not None:
             kwargs["nextToken"] = token
-        page = aws.call(logs.get_log_events, f"read log stream {stream}", **kwargs)
-        events += page.get("events", [])
+        elif stream in cursor.positions:
+            kwargs["startTime"] = cursor.positions[stream][0]
+        try:
+            page = aws.call(logs.get_log_events, f"read log stream {stream}", **kwargs)
+        except AwsError as exc:
+            if token is None or exc.code != "InvalidParameterException":
+                raise
+            cursor.tokens[stream] = None  # expired (they last 24 hours): read on from the last line's time
+            continue
+        fresh = page.get("events", [])
+        if token is None and stream in cursor.positions:
+            fresh = _unseen(fresh, cursor.positions[stream])
+        events += fresh
+        _advance(cursor, stream, fresh)
         cursor.tokens[stream] = page.get("nextForwardToken")
         if cursor.tokens[stream] == token or not page.get("events"):
             return events
+
+
+def _unseen(events: list[dict[str, Any]], position: tuple[int, int]) -> list[dict[str, Any]]:
+    """Events read again from the last shown line's millisecond, less the ``shown`` lines of it already shown."""
+    timestamp, shown = position
+    index = 0
+    while index < len(events) and index < shown and events[index]["timestamp"] == timestamp:
+        index += 1
+    return events[index:]
+
+
+def _advance(cursor: Cursor, stream: str, events: list[dict[str, Any]]) -> None:
+    for event in events:
+        timestamp, shown = cursor.positions.get(stream, (event["timestamp"], 0))
+        cursor.positions[stream] = (
+            (timestamp, shown + 1) if timestamp == event["timestamp"] else (event["timestamp"], 1)
+        )
