@@ -4,6 +4,7 @@ streams that appear late, a log group that does not exist yet."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import time
 from typing import Any
 
@@ -130,8 +131,10 @@ def test_a_throttled_watch_backs_off_and_shows_every_line_once(logs: Any, monkey
     }
     monkeypatch.setattr(watch.aws, "client", lambda service, region: clients[service])
     said: list[str] = []
-    job = watch.follow(name, said.append, region="us-east-1", poll=0.01)
+    seen: list[Any] = []
+    job = watch.follow(name, said.append, region="us-east-1", poll=0.01, progress=seen.append)
     assert job["TrainingJobStatus"] == "Completed"
+    assert [j["TrainingJobStatus"] for j in seen] == ["Completed"]  # only polls that were answered whole
     retries = [line for line in said if "asking again" in line]
     assert len(retries) == 5 and "ThrottlingException: Rate exceeded; asking again in" in retries[0], said
     # A line read before a later read of the same poll was throttled is shown once, neither lost nor repeated.
@@ -161,3 +164,25 @@ def test_a_watch_gives_up_on_a_lasting_outage_and_at_once_on_a_lasting_error(
     with pytest.raises(AwsError, match="ExpiredTokenException"):
         watch.follow(name, said.append, region="us-east-1", poll=0.01)
     assert said == []
+
+
+def test_a_terminals_status_line_says_how_long_the_job_has_been_in_its_state() -> None:
+    utc = datetime.timezone.utc
+    created = datetime.datetime(2026, 11, 22, 8, 0, 0, tzinfo=utc)
+    job = {
+        "TrainingJobName": "bert-1",
+        "TrainingJobStatus": "InProgress",
+        "SecondaryStatus": "Training",
+        "CreationTime": created,
+        "SecondaryStatusTransitions": [
+            {"Status": "Starting", "StartTime": created},
+            {"Status": "Training", "StartTime": created + datetime.timedelta(minutes=4)},
+        ],
+    }
+    now = created + datetime.timedelta(hours=1, minutes=7, seconds=9)
+    assert watch.summary(job, now) == "bert-1: Training for 1h03m, 1h07m since it was created"
+    fresh = {"TrainingJobName": "bert-2", "TrainingJobStatus": "InProgress", "CreationTime": created}
+    assert (
+        watch.summary(fresh, created + datetime.timedelta(seconds=42))
+        == "bert-2: InProgress, 0m42s since it was created"
+    )

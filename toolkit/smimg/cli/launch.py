@@ -10,6 +10,7 @@ import typer
 from smimg import cloud
 from smimg.cli import console
 from smimg.cli.options import EntryPoint, Env, HyperparameterFile, Hyperparameters, Json, SpecPath
+from smimg.cli.progress import JobView
 from smimg.cloud.plan import DEFAULT_VOLUME_GB
 
 Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Channel NAME=s3://bucket/prefix; repeatable.")]
@@ -159,7 +160,10 @@ def launch_command(
     if dry_run:
         console.out.print(plan.as_json(), markup=False)
         return
-    result = cloud.launch(plan, say, region=where, stop_on_interrupt=stop_on_interrupt)
+    with JobView(console.interactive()) as view:
+        result = cloud.launch(
+            plan, view.line, region=where, stop_on_interrupt=stop_on_interrupt, progress=view.progress
+        )
     _report(result, json, download, where)
 
 
@@ -173,7 +177,8 @@ def attach_command(
 ) -> None:
     """Watch a training job (launched here or anywhere) to its end, from its first log line; exit as it ended."""
     where = cloud.resolve_region(region)
-    result = cloud.attach(job, console.line_printer(), region=where, stop_on_interrupt=stop_on_interrupt)
+    with JobView(console.interactive()) as view:
+        result = cloud.attach(job, view.line, region=where, stop_on_interrupt=stop_on_interrupt, progress=view.progress)
     _report(result, json, download, where)
 
 
@@ -212,7 +217,9 @@ def logs_command(
     """Every host's lines so far, merged by time as `algo-2 | ...`; with -f, on to the job's end."""
     where = cloud.resolve_region(region)
     if follow:
-        _report(cloud.attach(job, console.line_printer(), region=where), False, None, where)
+        with JobView(console.interactive()) as view:
+            result = cloud.attach(job, view.line, region=where, progress=view.progress)
+        _report(result, False, None, where)
         return
     for line in cloud.logs(job, where):
         console.out.print(line, markup=False)

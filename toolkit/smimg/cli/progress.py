@@ -1,11 +1,14 @@
-"""Rendering long work: BuildKit's plain progress as a live step view, push progress per layer, push results."""
+"""Rendering long work: BuildKit's plain progress as a live step view, push progress per layer, push results, a
+watched cloud job's status line."""
 
 from __future__ import annotations
 
+import datetime
 import re
 import sys
+from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
@@ -100,6 +103,32 @@ class PushView:
         if done:
             self.progress.update(task, description=f"layer {event.layer} [dim]{event.status.lower()}[/]")
             self.progress.stop_task(task)
+
+
+class JobView:
+    """A cloud job being watched: its lines as they come; on a terminal, a status line under them with the job's
+    secondary status, how long it has been in it and since the job was created."""
+
+    def __init__(self, live: bool) -> None:
+        self.status = err.status("waiting for the job") if live else None
+
+    def __enter__(self) -> JobView:
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def line(self, text: str) -> None:
+        err.print(text, markup=False, highlight=False)
+
+    def progress(self, job: Mapping[str, Any]) -> None:
+        from smimg.cloud import watch  # loaded by the watch already
+
+        if self.status is not None:
+            self.status.update(escape(watch.summary(job, datetime.datetime.now(datetime.timezone.utc))))
 
 
 def push_with_view(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tarfile
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ from smimg.errors import AwsError, LaunchError, WatchLost
 from smimg.local import MAX_RUNTIME_EXCEEDED
 from smimg.refs import ImageRef, is_valid
 from smimg.training_api.plan import warm_pool_differences
+
+Progress = Callable[[Mapping[str, Any]], None]  # gets each DescribeTrainingJob of a watch
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,9 @@ def launch(
     region: str,
     stop_on_interrupt: bool = False,
     poll: float = watch.POLL,
+    progress: Progress | None = None,
 ) -> CloudResult:
-    """Create the planned job and watch it to its end.
+    """Create the planned job and watch it to its end (``progress`` gets each DescribeTrainingJob).
 
     Raises:
         LaunchError: the job's name is taken, the output bucket or an input channel is missing or empty.
@@ -110,9 +113,10 @@ def launch(
         interrupted = True
     what = "stops the job" if stop_on_interrupt else "detaches (the job keeps running)"
     say(f"smimg: created {name}; Ctrl-C {what}")
+    watching = _Watching(name, say, region, poll, progress)
     if interrupted:
-        return _interrupted(name, say, region, stop_on_interrupt, poll, watch.Cursor())
-    return attach(name, say, region=region, stop_on_interrupt=stop_on_interrupt, poll=poll)
+        return _interrupted(watching, stop_on_interrupt)
+    return _attached(watching, stop_on_interrupt)
 
 
 def attach(
@@ -122,49 +126,66 @@ def attach(
     region: str,
     stop_on_interrupt: bool = False,
     poll: float = watch.POLL,
+    progress: Progress | None = None,
 ) -> CloudResult:
-    """Watch a job to its end (its status changes and every host's lines, from the first).
+    """Watch a job to its end (its status changes and every host's lines, from the first); ``progress`` gets each
+    DescribeTrainingJob.
 
     Raises:
         LaunchError: no such job.
         WatchLost: watching failed; the job runs on.
         KeyboardInterrupt: as for ``launch``.
     """
-    cursor = watch.Cursor()
+    return _attached(_Watching(name, say, region, poll, progress), stop_on_interrupt)
+
+
+@dataclass(frozen=True)
+class _Watching:
+    """One watch: of which job, where, whom it tells (lines; each description to ``progress``), how often."""
+
+    name: str
+    say: Callable[[str], None]
+    region: str
+    poll: float
+    progress: Progress | None
+    cursor: watch.Cursor = field(default_factory=watch.Cursor)
+
+
+def _attached(watching: _Watching, stop_on_interrupt: bool) -> CloudResult:
     try:
-        return _follow(name, say, region, poll, cursor)
+        return _follow(watching)
     except KeyboardInterrupt:
-        return _interrupted(name, say, region, stop_on_interrupt, poll, cursor)
+        return _interrupted(watching, stop_on_interrupt)
 
 
-def _interrupted(
-    name: str, say: Callable[[str], None], region: str, stop_on_interrupt: bool, poll: float, cursor: watch.Cursor
-) -> CloudResult:
+def _interrupted(watching: _Watching, stop_on_interrupt: bool) -> CloudResult:
     """Ctrl-C while watching: detach (re-raising it), or stop the job and watch it stop."""
+    name, say = watching.name, watching.say
     if not stop_on_interrupt:
         say(f"smimg: detached; {name} keeps running: `smimg jobs attach {name}` watches it again")
         raise KeyboardInterrupt
     try:
-        stop(name, region)
+        stop(name, watching.region)
     except AwsError as exc:
         if "is in status" not in exc.message:  # it ended as the Ctrl-C came: its end is the answer
             raise
     say(f"smimg: stopping {name}: every host gets SIGTERM, then SIGKILL 120 s later (Ctrl-C detaches)")
     try:
-        return _follow(name, say, region, poll, cursor)
+        return _follow(watching)
     except KeyboardInterrupt:
         say(f"smimg: detached; {name} is stopping: `smimg jobs attach {name}` watches it")
         raise
 
 
-def _follow(name: str, say: Callable[[str], None], region: str, poll: float, cursor: watch.Cursor) -> CloudResult:
+def _follow(w: _Watching) -> CloudResult:
     try:
-        return CloudResult.from_description(watch.follow(name, say, region=region, poll=poll, cursor=cursor))
+        job = watch.follow(w.name, w.say, region=w.region, poll=w.poll, cursor=w.cursor, progress=w.progress)
     except AwsError as exc:
         raise WatchLost(
-            f"lost the watch on {name}: {exc.message}",
-            f"the job runs on: `smimg jobs attach {name}` watches it again ({exc.hint})",
+            f"lost the watch on {w.name}: {exc.message}",
+            f"the job runs on: `smimg jobs attach {w.name}` watches it again ({exc.hint})",
         ) from None
+    return CloudResult.from_description(job)
 
 
 def stop(name: str, region: str) -> None:

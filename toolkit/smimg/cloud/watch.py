@@ -11,8 +11,9 @@ polls, and gives up only after ``OUTAGE`` seconds without one answer.
 
 from __future__ import annotations
 
+import datetime
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +45,10 @@ def follow(
     region: str | None = None,
     poll: float = POLL,
     cursor: Cursor | None = None,
+    progress: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Show the job's secondary-status changes and log lines until it ends; its last DescribeTrainingJob.
+    """Show the job's secondary-status changes and log lines until it ends; its last DescribeTrainingJob. Each
+    description also goes to ``progress`` (a terminal's status line).
 
     Raises:
         AwsError: a call failed (the job is unknown, credentials, permissions).
@@ -68,6 +71,8 @@ def follow(
             continue
         outage, wait = None, poll
         _transitions(job, cursor, say)
+        if progress is not None:
+            progress(job)
         for line in lines:
             say(line)
         if job["TrainingJobStatus"] in TERMINAL:
@@ -111,6 +116,25 @@ def describe(sagemaker: Any, name: str, region: str | None) -> dict[str, Any]:
             "check the name (`aws sagemaker list-training-jobs`) and --region",
         ) from None
     return job
+
+
+def summary(job: Mapping[str, Any], now: datetime.datetime) -> str:
+    """One line for a terminal: the job, its secondary status and how long it has been in it, its whole time."""
+    transitions = job.get("SecondaryStatusTransitions") or []
+    current = transitions[-1] if transitions else {}
+    status = str(current.get("Status") or job.get("SecondaryStatus") or job.get("TrainingJobStatus", ""))
+    line = f"{job.get('TrainingJobName', '')}: {status}"
+    if since := current.get("StartTime"):
+        line += f" for {_duration(now - since)}"
+    if created := job.get("CreationTime"):
+        line += f", {_duration(now - created)} since it was created"
+    return line
+
+
+def _duration(delta: datetime.timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def _transitions(job: dict[str, Any], cursor: Cursor, say: Callable[[str], None]) -> None:
