@@ -104,6 +104,36 @@ def test_what_sagemaker_or_smimg_cannot_run_is_refused_before_anything_is_upload
         cloud.plan_launch(replace(JOB, **change))  # type: ignore[arg-type]
 
 
+def test_instance_groups_replace_the_instance_type_and_count_and_the_distribution_group_is_the_sdks_hyperparameter(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "train.py").write_text("")
+    common = [
+        "launch", JOB.image, "--role", ROLE, "--output", "s3://bucket/out", "--source-dir", str(tmp_path),
+        "--entry-point", "train.py", "--job-name", "hetero-1", "--dry-run",
+    ]  # fmt: skip
+    groups = ["--instance-group", "train=ml.g5.2xlarge:2", "--instance-group", "data=ml.c5.xlarge:1"]
+    cli = smimg_cli(*common, *groups, "--distribution-group", "train")
+    assert cli.returncode == 0, cli.stderr
+    request = json.loads(cli.stdout)
+    assert request["ResourceConfig"] == {
+        "InstanceGroups": [
+            {"InstanceGroupName": "train", "InstanceType": "ml.g5.2xlarge", "InstanceCount": 2},
+            {"InstanceGroupName": "data", "InstanceType": "ml.c5.xlarge", "InstanceCount": 1},
+        ],
+        "VolumeSizeInGB": 30,
+    }
+    assert request["HyperParameters"]["sagemaker_distribution_instance_groups"] == '["train"]'
+    for extra, message in (
+        (["-n", "2"], "error: --instance-group replaces --instance-type and -n"),
+        (["--keep-alive", "60"], "error: --keep-alive and --instance-group do not go together"),
+        (["--distribution-group", "gpu"], "error: --distribution-group gpu is not one of the job's instance groups"),
+        (["--instance-group", "eval=c5.xlarge:1"], "error: --instance-group eval=c5.xlarge is not a SageMaker"),
+    ):
+        refused = smimg_cli(*common, *groups, *extra)
+        assert refused.returncode == 1 and refused.stderr.startswith(message), refused.stderr
+
+
 def test_an_isolated_jobs_code_comes_in_as_a_channel_and_the_cloud_takes_more_hosts_than_this_machine() -> None:
     # No S3 from an isolated container: as the SageMaker SDK does, the code archive is the channel "code".
     request = cloud.plan_launch(replace(JOB, network_isolation=True, instances=40)).request

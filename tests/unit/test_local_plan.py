@@ -134,6 +134,51 @@ def test_hosts_are_listed_as_sagemaker_lists_them_and_every_host_agrees_on_its_r
     assert sorted(t.node_rank for t in topologies) == list(range(11))
 
 
+def test_instance_groups_number_hosts_in_their_order_and_each_host_knows_its_group() -> None:
+    from smimg_entrypoint.cluster import parse_cluster
+    from smimg_entrypoint.plan import plan_topology
+
+    groups = (local.InstanceGroup("train", "ml.g5.2xlarge", 2), local.InstanceGroup("data", "ml.c5.xlarge", 1))
+    plan = local.plan_job(local.LocalJob(image="i", instances=3, groups=groups, name="hetero"), RUN)
+    configs = [json.loads(dict(host.files)["input/config/resourceconfig.json"]) for host in plan.hosts]
+    assert configs[2] == {
+        "current_host": "algo-3",
+        "current_group_name": "data",
+        "current_instance_type": "ml.c5.xlarge",
+        "hosts": ["algo-1", "algo-2", "algo-3"],
+        "instance_groups": [
+            {"instance_group_name": "train", "instance_type": "ml.g5.2xlarge", "hosts": ["algo-1", "algo-2"]},
+            {"instance_group_name": "data", "instance_type": "ml.c5.xlarge", "hosts": ["algo-3"]},
+        ],
+        "network_interface_name": "eth0",
+    }
+    # Named as the distribution group, train's hosts are one world; data's host runs alone.
+    named = {"sagemaker_distribution_instance_groups": ["train"]}
+    topologies = [plan_topology(parse_cluster(config, {}, {}), named, None) for config in configs]
+    assert [(t.hosts, t.distributed) for t in topologies] == [
+        (("algo-1", "algo-2"), True),
+        (("algo-1", "algo-2"), True),
+        (("algo-3",), False),
+    ]
+    with pytest.raises(LocalError, match="the instance groups hold 3 instances, not 2"):
+        local.plan_job(local.LocalJob(image="i", instances=2, groups=groups), RUN)
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        (["train=ml.g5.2xlarge"], "--instance-group 'train=ml.g5.2xlarge' is not NAME=TYPE:COUNT"),
+        (["=ml.g5.2xlarge:1"], "is not NAME=TYPE:COUNT"),
+        (["a=ml.g5.2xlarge:1", "a=ml.c5.xlarge:1"], r"--instance-group names \['a', 'a'\] repeat one"),
+        ([f"g{i}=ml.c5.xlarge:1" for i in range(6)], "6 instance groups"),
+        (["a=ml.g5.2xlarge:0"], "the instance groups hold no instance"),
+    ],
+)
+def test_malformed_instance_groups_are_named(groups: list[str], message: str) -> None:
+    with pytest.raises(LocalError, match=message):
+        local.make_job("i", instance_groups=groups)
+
+
 def test_bad_inputs_are_named() -> None:
     with pytest.raises(LocalError, match="--instances 0 is not a valid instance count"):
         local.plan_job(local.LocalJob(image="i", instances=0), RUN)

@@ -12,6 +12,7 @@ from smimg import local
 from smimg.local.job import Verbatim
 from smimg.training_api.plan import ApiError, TrainingPlan, gpu_request, plan_training
 
+GROUP = {"InstanceGroupName": "train", "InstanceType": "ml.m5.xlarge", "InstanceCount": 2}
 REQUEST: dict[str, Any] = {
     "TrainingJobName": "bert-1",
     "AlgorithmSpecification": {
@@ -108,6 +109,16 @@ def test_verbatim_values_reach_hyperparameters_json_unchanged() -> None:
     assert json.loads(files["input/config/hyperparameters.json"]) == {"layers": "[1,2]", "name": "plain text"}
 
 
+def test_instance_groups_are_the_jobs_hosts_in_their_order() -> None:
+    resources = {"InstanceGroups": [GROUP, {**GROUP, "InstanceGroupName": "data", "InstanceCount": 1}]}
+    plan = plan_training({**REQUEST, "ResourceConfig": resources})
+    assert (plan.instances, plan.instance_type) == (3, "")
+    assert [(g.name, g.instance_type, g.count) for g in plan.groups] == [
+        ("train", "ml.m5.xlarge", 2),
+        ("data", "ml.m5.xlarge", 1),
+    ]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -127,6 +138,20 @@ def test_verbatim_values_reach_hyperparameters_json_unchanged() -> None:
             "Invalid MaxWaitTimeInSeconds",
         ),
         ({"StoppingCondition": {"MaxWaitTimeInSeconds": 60}}, "MaxWaitTimeInSeconds is only valid with EnableManaged"),
+        (
+            {"ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceGroups": [GROUP]}},
+            "InstanceType or InstanceCount cannot be specified with InstanceGroups",
+        ),
+        ({"ResourceConfig": {"InstanceGroups": [GROUP] * 6}}, "at 'resourceConfig.instanceGroups' failed to satisfy"),
+        (
+            {"ResourceConfig": {"InstanceGroups": [{**GROUP, "InstanceGroupName": "g" * 65}]}},
+            "at 'resourceConfig.instanceGroups.1.member.instanceGroupName' failed to satisfy",
+        ),
+        (
+            {"ResourceConfig": {"InstanceGroups": [GROUP], "KeepAlivePeriodInSeconds": 60}},
+            "Warm pools are not supported for heterogeneous clusters",
+        ),
+        ({"ResourceConfig": {"InstanceGroups": [{**GROUP, "InstanceCount": 0}]}}, "at 'resourceConfig.instanceCount'"),
     ],
 )
 def test_what_sagemaker_refuses_is_refused_with_its_exception_and_wording(change: dict[str, Any], message: str) -> None:

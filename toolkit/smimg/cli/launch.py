@@ -9,7 +9,16 @@ import typer
 
 from smimg import cloud
 from smimg.cli import console
-from smimg.cli.options import EntryPoint, Env, HyperparameterFile, Hyperparameters, Json, SpecPath
+from smimg.cli.options import (
+    DistributionGroup,
+    EntryPoint,
+    Env,
+    HyperparameterFile,
+    Hyperparameters,
+    InstanceGroups,
+    Json,
+    SpecPath,
+)
 from smimg.cli.progress import JobView
 from smimg.cloud.plan import DEFAULT_VOLUME_GB
 
@@ -95,6 +104,8 @@ def launch_command(
             "the next launch with the same instance type, count, volume, role, VPC and isolation to start on.",
         ),
     ] = None,
+    instance_group: InstanceGroups = None,
+    distribution_group: DistributionGroup = None,
     accelerate_config: Annotated[
         Path | None,
         typer.Option(
@@ -152,6 +163,8 @@ def launch_command(
         subnets=tuple(s for s in subnets.split(",") if s) if subnets else None,
         security_groups=tuple(g for g in security_groups.split(",") if g) if security_groups else None,
         keep_alive=keep_alive,
+        instance_groups=tuple(instance_group or ()),
+        distribution_group=distribution_group,
     )
     say = console.line_printer()
     plan, where = cloud.prepare_launch(

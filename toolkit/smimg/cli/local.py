@@ -11,7 +11,17 @@ from smimg import build as build_lib
 from smimg import local as local_lib
 from smimg import resources
 from smimg.cli import console
-from smimg.cli.options import EntryPoint, Env, HyperparameterFile, Hyperparameters, Instances, Json, SpecPath
+from smimg.cli.options import (
+    DistributionGroup,
+    EntryPoint,
+    Env,
+    HyperparameterFile,
+    Hyperparameters,
+    InstanceGroups,
+    Instances,
+    Json,
+    SpecPath,
+)
 
 app = typer.Typer(
     help="Run an image as a SageMaker job on this machine: N `algo-i` containers with SageMaker's /opt/ml tree.",
@@ -100,6 +110,8 @@ def run_command(
             "metadata endpoint).",
         ),
     ] = False,
+    instance_group: InstanceGroups = None,
+    distribution_group: DistributionGroup = None,
     json: Json = False,
 ) -> None:
     """Run IMAGE as a SageMaker training job of N hosts, here, before paying for the cloud.
@@ -131,6 +143,8 @@ def run_command(
         gpus=gpus,
         env=env or (),
         name=job_name,
+        instance_groups=instance_group or (),
+        distribution_group=distribution_group,
         conditions=local_lib.Conditions(
             max_run=max_run,
             spot_interrupt_after=spot_interrupt_after,

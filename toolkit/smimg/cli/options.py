@@ -55,6 +55,22 @@ def load(
 
 # The job's flags `local run` and `launch` share: one meaning each.
 Instances = Annotated[int, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N).")]
+InstanceGroups = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--instance-group",
+        help="A heterogeneous cluster's group NAME=TYPE:COUNT, instead of --instance-type and -n; repeatable (up to "
+        "5). Hosts are algo-1..N in the groups' order; each sees its group in SM_CURRENT_INSTANCE_GROUP.",
+    ),
+]
+DistributionGroup = Annotated[
+    str | None,
+    typer.Option(
+        "--distribution-group",
+        help="The instance group whose hosts train together (sagemaker_distribution_instance_groups, as the SDK's "
+        "distribution sends it); the other groups' hosts run the script alone. Default: each group on its own.",
+    ),
+]
 Hyperparameters = Annotated[
     list[str] | None, typer.Option("--hp", help="Hyperparameter key=value (JSON values: 3, 0.1, true); repeatable.")
 ]

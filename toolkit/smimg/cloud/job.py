@@ -16,7 +16,14 @@ from smimg.cloud.execute import resolve_region
 from smimg.cloud.image import choose_image, ship_image
 from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, CloudJob, LaunchPlan, plan_launch
 from smimg.errors import LaunchError
-from smimg.local.job import job_name, load_hyperparameters, parse_pairs, resolve_source_dir
+from smimg.local.job import (
+    distribution_groups,
+    job_name,
+    load_hyperparameters,
+    parse_instance_groups,
+    parse_pairs,
+    resolve_source_dir,
+)
 
 if TYPE_CHECKING:
     from smimg.spec import LaunchSpec
@@ -49,6 +56,8 @@ class LaunchFlags:
     subnets: tuple[str, ...] | None = None
     security_groups: tuple[str, ...] | None = None
     keep_alive: int | None = None
+    instance_groups: tuple[str, ...] = ()  # NAME=TYPE:COUNT, instead of an instance type and count
+    distribution_group: str | None = None
 
 
 def prepare_launch(
@@ -102,6 +111,9 @@ def merge_flags(flags: LaunchFlags, config: AccelerateLaunch, launch: LaunchSpec
         name=flags.name or (job_name(config.base_job_name) if config.base_job_name else None),
         # --no-spot over a config's spot job drops the config's spot wait with it; a --max-wait flag is still named.
         max_wait=flags.max_wait if flags.spot is False else layered.max_wait,
+        # Instance groups replace a config's instance type and count; given beside them as flags, they are named.
+        instance_type=flags.instance_type if flags.instance_groups else layered.instance_type,
+        instances=flags.instances if flags.instance_groups else layered.instances,
     )
 
 
@@ -148,8 +160,16 @@ def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
         LocalError: a missing code folder or script, a malformed pair (as `local run` says it).
         AwsError: the default bucket's account, or a role given by name, could not be found.
     """
-    if not flags.instance_type:
-        raise LaunchError("no instance type for the job", "pass --instance-type, e.g. ml.g5.2xlarge")
+    groups = parse_instance_groups(flags.instance_groups)
+    if groups and (flags.instance_type or flags.instances is not None):
+        raise LaunchError(
+            "--instance-group replaces --instance-type and -n", "leave them out: each group names its type and count"
+        )
+    if not groups and not flags.instance_type:
+        raise LaunchError(
+            "no instance type for the job",
+            "pass --instance-type, e.g. ml.g5.2xlarge (or --instance-group NAME=TYPE:COUNT for each group)",
+        )
     if not flags.role:
         raise LaunchError(
             "no IAM role for the job",
@@ -160,11 +180,15 @@ def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
         image=image,
         role=role_arn(flags.role, region),
         output=flags.output or default_output(region),
-        instance_type=flags.instance_type,
+        instance_type=flags.instance_type or "",
         name=flags.name or job_name("smimg"),
-        instances=1 if flags.instances is None else flags.instances,
+        instances=sum(g.count for g in groups) if groups else 1 if flags.instances is None else flags.instances,
+        groups=groups,
         channels=tuple(parse_pairs(flags.inputs, "--input")),
-        hyperparameters=load_hyperparameters(flags.hyperparameter_file, parse_pairs(flags.hyperparameters, "--hp")),
+        hyperparameters=(
+            *load_hyperparameters(flags.hyperparameter_file, parse_pairs(flags.hyperparameters, "--hp")),
+            *distribution_groups(flags.distribution_group, groups),
+        ),
         source_dir=resolve_source_dir(flags.source_dir, flags.entry_point),
         entry_point=flags.entry_point,
         env=tuple(parse_pairs(flags.env, "--env")),

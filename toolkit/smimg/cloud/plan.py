@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from smimg.errors import LaunchError
-from smimg.local.job import S3_URI
+from smimg.local.job import S3_URI, InstanceGroup
 from smimg.refs import ImageRef
 from smimg.training_api.plan import ApiError, plan_training
 from smimg_entrypoint import contract
@@ -52,6 +52,7 @@ class CloudJob:
     subnets: tuple[str, ...] = ()  # VpcConfig: the job's instances in these subnets,
     security_groups: tuple[str, ...] = ()  # with these security groups (both or neither)
     keep_alive: int = 0  # KeepAlivePeriodInSeconds: the instances kept this long for a matching next job
+    groups: tuple[InstanceGroup, ...] = ()  # InstanceGroups (a heterogeneous cluster) instead of type and count
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,7 @@ def plan_launch(job: CloudJob) -> LaunchPlan:
         "RoleArn": job.role,
         "HyperParameters": _hyperparameters(job, submit),
         "OutputDataConfig": {"S3OutputPath": output},
-        "ResourceConfig": {
-            "InstanceType": job.instance_type,
-            "InstanceCount": job.instances,
-            "VolumeSizeInGB": job.volume_gb,
-        },
+        "ResourceConfig": _resources(job),
         "StoppingCondition": {"MaxRuntimeInSeconds": job.max_run},
         "EnableNetworkIsolation": job.network_isolation,
     }
@@ -115,16 +112,22 @@ def plan_launch(job: CloudJob) -> LaunchPlan:
     return LaunchPlan(job, request, code_uri)
 
 
+def _resources(job: CloudJob) -> dict[str, Any]:
+    if not job.groups:
+        return {"InstanceType": job.instance_type, "InstanceCount": job.instances, "VolumeSizeInGB": job.volume_gb}
+    groups = [
+        {"InstanceGroupName": g.name, "InstanceType": g.instance_type, "InstanceCount": g.count} for g in job.groups
+    ]
+    return {"InstanceGroups": groups, "VolumeSizeInGB": job.volume_gb}
+
+
 def _check(job: CloudJob) -> None:
     if ImageRef.parse(job.image).ecr is None:
         raise LaunchError(
             f"{job.image} is not an image in ECR: SageMaker trains only from ECR",
             "push it first (`smimg push` prints its URI) and pass ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME:TAG",
         )
-    if not job.instance_type.startswith("ml."):
-        raise LaunchError(f"--instance-type {job.instance_type} is not a SageMaker instance type", "e.g. ml.g5.2xlarge")
-    if job.volume_gb < 1:
-        raise LaunchError(f"--volume-size {job.volume_gb} is not a size", "pass the GB each instance needs, e.g. 30")
+    _check_resources(job)
     if job.network_isolation and job.source_dir is not None and CODE_CHANNEL in dict(job.channels):
         raise LaunchError(
             f"--input {CODE_CHANNEL}= is taken: under --network-isolation the code comes in as that channel",
@@ -156,6 +159,21 @@ def _check(job: CloudJob) -> None:
             f"--max-wait {job.max_wait} is below --max-run {job.max_run}",
             "SageMaker needs MaxWaitTimeInSeconds >= MaxRuntimeInSeconds: raise --max-wait",
         )
+
+
+def _check_resources(job: CloudJob) -> None:
+    types = [(f"--instance-group {g.name}=", g.instance_type) for g in job.groups]
+    for flag, instance_type in types or [("--instance-type ", job.instance_type)]:
+        if not instance_type.startswith("ml."):
+            raise LaunchError(f"{flag}{instance_type} is not a SageMaker instance type", "e.g. ml.g5.2xlarge")
+    if job.groups and job.keep_alive:
+        raise LaunchError(
+            "--keep-alive and --instance-group do not go together: SageMaker keeps no warm pool of a "
+            "heterogeneous cluster",
+            "leave one of them out",
+        )
+    if job.volume_gb < 1:
+        raise LaunchError(f"--volume-size {job.volume_gb} is not a size", "pass the GB each instance needs, e.g. 30")
 
 
 def _check_vpc(subnets: tuple[str, ...], groups: tuple[str, ...]) -> None:

@@ -19,6 +19,7 @@ from smimg.local.execute import (
 )
 from smimg.local.job import (
     Conditions,
+    InstanceGroup,
     LocalJob,
     checkpoints_option,
     default_run_dir,
@@ -36,6 +37,7 @@ __all__ = [
     "Conditions",
     "HostPlan",
     "HostResult",
+    "InstanceGroup",
     "LocalJob",
     "LocalPlan",
     "LocalResult",

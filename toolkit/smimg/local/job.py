@@ -18,6 +18,7 @@ from typing import Any
 from smimg import resources
 from smimg.errors import LocalError
 from smimg.local.channels import resolve_channel
+from smimg_entrypoint import contract
 
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")  # a bucket name as S3 allows it
 
@@ -47,11 +48,67 @@ class Verbatim(str):
 
 
 @dataclass(frozen=True)
+class InstanceGroup:
+    """One instance group of a heterogeneous cluster (ResourceConfig.InstanceGroups): its name, type and count."""
+
+    name: str
+    instance_type: str
+    count: int
+
+
+MAX_INSTANCE_GROUPS = 5
+
+
+def parse_instance_groups(items: Iterable[str]) -> tuple[InstanceGroup, ...]:
+    """``--instance-group NAME=TYPE:COUNT`` items, checked as SageMaker checks InstanceGroups.
+
+    Raises:
+        LocalError: a malformed item, a repeated name, more than five groups, or no instance in all of them.
+    """
+    groups = []
+    for item in items:
+        name, _, rest = item.partition("=")
+        instance_type, _, count = rest.rpartition(":")
+        if not name or len(name) > 64 or not instance_type or not count.isdigit():
+            raise LocalError(
+                f"--instance-group {item!r} is not NAME=TYPE:COUNT",
+                "e.g. --instance-group gpus=ml.g5.2xlarge:2 (a name of 1 to 64 characters)",
+            )
+        groups.append(InstanceGroup(name, instance_type, int(count)))
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names):
+        raise LocalError(f"--instance-group names {sorted(names)} repeat one", "give each group its own name")
+    if len(groups) > MAX_INSTANCE_GROUPS:
+        raise LocalError(f"{len(groups)} instance groups", f"SageMaker takes at most {MAX_INSTANCE_GROUPS}")
+    if groups and not sum(g.count for g in groups):
+        raise LocalError("the instance groups hold no instance", "give at least one group a count of 1 or more")
+    return tuple(groups)
+
+
+def distribution_groups(group: str | None, groups: tuple[InstanceGroup, ...]) -> tuple[tuple[str, Any], ...]:
+    """``--distribution-group NAME``: the hyperparameter the SageMaker SDK sends for its ``distribution``'s
+    instance group, which the hosts of that group alone train together under; none without one.
+
+    Raises:
+        LocalError: the name is not one of the job's groups.
+    """
+    if group is None:
+        return ()
+    if group not in {g.name for g in groups}:
+        known = ", ".join(g.name for g in groups) or "none: add --instance-group"
+        raise LocalError(
+            f"--distribution-group {group} is not one of the job's instance groups", f"name one of {known}"
+        )
+    return ((contract.HP_DISTRIBUTION_GROUPS, [group]),)
+
+
+@dataclass(frozen=True)
 class LocalJob:
     """What to run: an image, how many hosts, inputs (already local), hyperparameters, code and environment."""
 
     image: str
     instances: int = 1
+    groups: tuple[InstanceGroup, ...] = ()  # a heterogeneous cluster's groups; their counts add up to instances
     channels: tuple[tuple[str, Path], ...] = ()
     hyperparameters: tuple[tuple[str, Any], ...] = ()
     source_dir: Path | None = None
@@ -164,12 +221,18 @@ def make_job(
     name: str | None = None,
     conditions: Conditions = Conditions(),
     on_line: Callable[[str], None] | None = None,
+    instance_groups: Iterable[str] = (),
+    distribution_group: str | None = None,
 ) -> LocalJob:
-    """A job from command-line style inputs (``NAME=PATH|file://|s3://``, ``key=value``), checked and resolved.
+    """A job from command-line style inputs (``NAME=PATH|file://|s3://``, ``key=value``, ``NAME=TYPE:COUNT``),
+    checked and resolved.
 
     Raises:
-        LocalError: a malformed pair, a missing path or hyperparameter file.
+        LocalError: a malformed pair or instance group, a missing path or hyperparameter file.
     """
+    groups = parse_instance_groups(instance_groups)
+    if groups and instances != 1:
+        raise LocalError("--instance-group replaces -n", "leave -n out: each group names its count")
     name = name or job_name()
     cache = resources.cache_dir() / "channels"
     channels = tuple(
@@ -178,9 +241,13 @@ def make_job(
     source_dir = resolve_source_dir(source_dir, entry_point)
     return LocalJob(
         image=image,
-        instances=instances,
+        instances=sum(g.count for g in groups) if groups else instances,
+        groups=groups,
         channels=channels,
-        hyperparameters=load_hyperparameters(hyperparameter_file, parse_pairs(hyperparameters, "--hp")),
+        hyperparameters=(
+            *load_hyperparameters(hyperparameter_file, parse_pairs(hyperparameters, "--hp")),
+            *distribution_groups(distribution_group, groups),
+        ),
         source_dir=source_dir,
         entry_point=entry_point,
         gpus=gpus,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import yaml
 
 from smimg.engine import ContainerSpec, Mount
 from smimg.errors import LocalError
-from smimg.local.job import LocalJob, Verbatim
+from smimg.local.job import InstanceGroup, LocalJob, Verbatim
 from smimg_entrypoint import contract
 
 MAX_INSTANCES = 32
@@ -125,9 +125,9 @@ def plan_job(job: LocalJob, run_dir: Path, available_gpus: Sequence[str] = ()) -
     """
     _check(job)
     slices = _gpu_slices(job.gpus, job.instances, available_gpus)
-    hosts = [f"algo-{i}" for i in range(1, job.instances + 1)]
+    layout = _layout(job)
     project = re.sub(r"[^a-z0-9-]", "-", job.name.lower())
-    host_plans = tuple(_host(job, host, hosts, gpu_ids) for host, gpu_ids in zip(hosts, slices, strict=True))
+    host_plans = tuple(_host(job, host, layout, gpu_ids) for host, gpu_ids in zip(layout, slices, strict=True))
     containers = tuple(_container(job, run_dir, h.name, project, h.gpu_ids) for h in host_plans)
     # As EnableNetworkIsolation: the hosts reach each other, nothing else (no PyPI, S3 or metadata endpoint).
     isolated = job.conditions.network_isolation
@@ -135,7 +135,20 @@ def plan_job(job: LocalJob, run_dir: Path, available_gpus: Sequence[str] = ()) -
     return LocalPlan(job, run_dir, project, host_plans, containers, internal=isolated, files=files)
 
 
+def _layout(job: LocalJob) -> dict[str, InstanceGroup]:
+    """Each host (algo-1..N, in the groups' order) and its instance group; without groups, every host in
+    SageMaker's one ``homogeneousCluster`` group."""
+    groups = job.groups or (InstanceGroup(contract.DEFAULT_GROUP, "local", job.instances),)
+    members = [group for group in groups for _ in range(group.count)]
+    return {f"algo-{i}": group for i, group in enumerate(members, start=1)}
+
+
 def _check(job: LocalJob) -> None:
+    if job.groups and sum(g.count for g in job.groups) != job.instances:
+        raise LocalError(
+            f"the instance groups hold {sum(g.count for g in job.groups)} instances, not {job.instances}",
+            "leave -n out with --instance-group: the groups' counts are the instances",
+        )
     if not 1 <= job.instances <= MAX_INSTANCES:
         raise LocalError(
             f"--instances {job.instances} is not a valid instance count", f"use 1 to {MAX_INSTANCES} instances"
@@ -157,16 +170,24 @@ def hyperparameters_json(job: LocalJob) -> dict[str, str]:
     return {key: value if isinstance(value, Verbatim) else json.dumps(value) for key, value in sorted(values.items())}
 
 
-def _host(job: LocalJob, host: str, hosts: list[str], gpu_ids: tuple[str, ...]) -> HostPlan:
-    group = contract.DEFAULT_GROUP
+def _host(job: LocalJob, host: str, layout: Mapping[str, InstanceGroup], gpu_ids: tuple[str, ...]) -> HostPlan:
+    group = layout[host]
+    declared = job.groups or (group,)  # a group of 0 instances is listed too, with no hosts
     resource = {
         "current_host": host,
-        "current_group_name": group,
-        "current_instance_type": "local_gpu" if gpu_ids else "local",
+        "current_group_name": group.name,
+        "current_instance_type": group.instance_type if job.groups else "local_gpu" if gpu_ids else "local",
         # As SageMaker: `hosts` sorted as text (algo-10 before algo-2), the instance group's own list not sorted so
         # (here in numeric order); an image that ranks nodes from one and finds its master in the other breaks here.
-        "hosts": sorted(hosts),
-        "instance_groups": [{"instance_group_name": group, "instance_type": "local", "hosts": hosts}],
+        "hosts": sorted(layout),
+        "instance_groups": [
+            {
+                "instance_group_name": g.name,
+                "instance_type": g.instance_type,
+                "hosts": [h for h, of in layout.items() if of.name == g.name],
+            }
+            for g in declared
+        ],
         "network_interface_name": contract.DEFAULT_INTERFACE,
     }
     data_config = {

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from smimg.local.job import MAX_HYPERPARAMETERS, MAX_KEY, MAX_VALUE
+from smimg.local.job import MAX_HYPERPARAMETERS, MAX_INSTANCE_GROUPS, MAX_KEY, MAX_VALUE, InstanceGroup
 from smimg.local.plan import MAX_INSTANCES
 from smimg_entrypoint import contract
 
@@ -81,6 +81,7 @@ class TrainingPlan:
     arguments: tuple[str, ...] | None = None  # ContainerArguments
     spot: bool = False  # EnableManagedSpotTraining
     keep_alive: int = 0  # ResourceConfig.KeepAlivePeriodInSeconds: a warm pool kept this long after the job
+    groups: tuple[InstanceGroup, ...] = ()  # ResourceConfig.InstanceGroups: a heterogeneous cluster
 
 
 # NVIDIA GPUs per instance of the ml.* types that have them (AWS's instance specifications); others have none.
@@ -120,7 +121,8 @@ def plan_training(request: Mapping[str, Any], max_instances: int | None = MAX_IN
     if not JOB_NAME.match(name):
         raise _invalid(name, "trainingJobName", f"Member must satisfy regular expression pattern: {JOB_NAME.pattern}")
     resources = request["ResourceConfig"]
-    count = int(resources.get("InstanceCount", 1))
+    groups = instance_groups(resources)
+    count = sum(g.count for g in groups) if groups else int(resources.get("InstanceCount", 1))
     if count < 1 or (max_instances is not None and count > max_instances):
         limit = f"between 1 and {max_instances} here" if max_instances is not None else "greater than or equal to 1"
         raise _invalid(count, "resourceConfig.instanceCount", f"Member must be {limit}")
@@ -147,7 +149,8 @@ def plan_training(request: Mapping[str, Any], max_instances: int | None = MAX_IN
         name=name,
         image=str(algorithm["TrainingImage"]),
         instances=count,
-        instance_type=str(resources.get("InstanceType", "local")),
+        instance_type=str(resources.get("InstanceType", "" if groups else "local")),
+        groups=groups,
         channels=channels,
         hyperparameters=tuple(sorted(hyperparameters.items())),
         program=program,
@@ -162,6 +165,40 @@ def plan_training(request: Mapping[str, Any], max_instances: int | None = MAX_IN
         arguments=_strings(algorithm.get("ContainerArguments")),
         spot=spot,
         keep_alive=keep,
+    )
+
+
+def instance_groups(resources: Mapping[str, Any]) -> tuple[InstanceGroup, ...]:
+    """A ResourceConfig's InstanceGroups (none for a homogeneous cluster).
+
+    Raises:
+        ApiError: more than five, a name out of its length, InstanceType or InstanceCount beside them, or a warm pool
+            (SageMaker keeps none of a heterogeneous cluster).
+    """
+    given = resources.get("InstanceGroups") or []
+    if not given:
+        return ()
+    if "InstanceType" in resources or "InstanceCount" in resources:
+        raise ApiError("ValidationException", "InstanceType or InstanceCount cannot be specified with InstanceGroups")
+    if len(given) > MAX_INSTANCE_GROUPS:
+        raise _invalid(
+            len(given),
+            "resourceConfig.instanceGroups",
+            f"Member must have length less than or equal to {MAX_INSTANCE_GROUPS}",
+        )
+    for i, group in enumerate(given, start=1):
+        if not 1 <= len(str(group["InstanceGroupName"])) <= 64:
+            raise _invalid(
+                group["InstanceGroupName"],
+                f"resourceConfig.instanceGroups.{i}.member.instanceGroupName",
+                "Member must have length between 1 and 64",
+            )
+    if resources.get("KeepAlivePeriodInSeconds"):
+        raise ApiError(
+            "ValidationException", "Warm pools are not supported for heterogeneous clusters (InstanceGroups)"
+        )
+    return tuple(
+        InstanceGroup(str(g["InstanceGroupName"]), str(g["InstanceType"]), int(g["InstanceCount"])) for g in given
     )
 
 

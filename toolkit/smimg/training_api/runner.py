@@ -121,6 +121,7 @@ class Run:
         return LocalJob(
             image=image,
             instances=self.plan.instances,
+            groups=self.plan.groups,
             channels=channels,
             hyperparameters=tuple(sorted(hyperparameters)),
             source_dir=source_dir,
