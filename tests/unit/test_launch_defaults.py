@@ -86,6 +86,9 @@ def test_an_accelerate_config_then_the_environment_then_flags_override_the_spec(
         {"Key": "x", "Value": "1"},
     ]
     assert dry_run("--role", "arn:aws:iam::123456789012:role/FromFlag")["RoleArn"].endswith("/FromFlag")
+    # A config named on the command line names the role over the environment's.
+    (project / "accelerate.yaml").write_text(ACCELERATE + "iam_role_name: arn:aws:iam::123456789012:role/FromConfig\n")
+    assert dry_run("--accelerate-config", "accelerate.yaml")["RoleArn"].endswith("/FromConfig")
     both = smimg_cli("launch", IMAGE, "--region", "us-east-1", "--dry-run", "--no-spot", "--max-wait", "60")
     assert both.returncode == 1 and both.stderr.startswith("error: --max-wait is for spot jobs"), both.stderr
 

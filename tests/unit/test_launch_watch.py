@@ -60,7 +60,7 @@ def test_a_token_past_its_24_hours_reads_on_from_the_last_lines_time_without_rep
     group(logs)
     logs.create_log_stream(logGroupName=watch.LOG_GROUP, logStreamName=stream)
     now = int(time.time() * 1000)
-    # Three lines in one millisecond: the last two of them are shown, the first is new after the token expires.
+    # Lines sharing one millisecond: read again from it once the token has expired, the ones shown are skipped.
     logs.put_log_events(
         logGroupName=watch.LOG_GROUP,
         logStreamName=stream,
@@ -145,7 +145,7 @@ def test_a_watch_gives_up_on_a_lasting_outage_and_at_once_on_a_lasting_error(
     logs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = f"job-{time.monotonic_ns()}"
-    clients = {"sagemaker": Throttled(Jobs(name), "describe_training_job", *range(1, 100)), "logs": logs}
+    clients = {"sagemaker": Throttled(Jobs(name), "describe_training_job", *range(2, 100)), "logs": logs}
     monkeypatch.setattr(watch.aws, "client", lambda service, region: clients[service])
     monkeypatch.setattr(watch, "OUTAGE", 0.05)
     said: list[str] = []
@@ -162,6 +162,11 @@ def test_a_watch_gives_up_on_a_lasting_outage_and_at_once_on_a_lasting_error(
     clients["sagemaker"] = Denied(name)
     said.clear()
     with pytest.raises(AwsError, match="ExpiredTokenException"):
+        watch.follow(name, said.append, region="us-east-1", poll=0.01)
+    assert said == []
+    # Never answered at all (a wrong region or endpoint fails as a connection would): said at once, no back-off.
+    clients["sagemaker"] = Throttled(Jobs(name), "describe_training_job", 1)
+    with pytest.raises(AwsError, match="ThrottlingException"):
         watch.follow(name, said.append, region="us-east-1", poll=0.01)
     assert said == []
 

@@ -47,7 +47,9 @@ def launch_command(
     role: Annotated[
         str | None,
         typer.Option(
-            "--role", help="IAM role SageMaker assumes: an ARN or a name. Default: SMIMG_ROLE, then launch.role."
+            "--role",
+            help="IAM role SageMaker assumes: an ARN or a name. Default: an accelerate config's, then SMIMG_ROLE, "
+            "then the spec's launch.role.",
         ),
     ] = None,
     instances: Annotated[int | None, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N).")] = None,

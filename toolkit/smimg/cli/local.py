@@ -51,7 +51,7 @@ DEFAULT_API_PORT = 7171
 def run_command(
     image: Image = None,
     spec: SpecPath = None,
-    instances: Instances = 1,
+    instances: Instances = None,
     inputs: Inputs = None,
     hp: Hyperparameters = None,
     hp_file: HyperparameterFile = None,
@@ -256,7 +256,7 @@ def stop_command(
 def shell_command(
     image: Image = None,
     spec: SpecPath = None,
-    instances: Instances = 1,
+    instances: Instances = None,
     inputs: Inputs = None,
     hp: Hyperparameters = None,
     hp_file: HyperparameterFile = None,

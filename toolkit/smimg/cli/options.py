@@ -54,7 +54,7 @@ def load(
 
 
 # The job's flags `local run` and `launch` share: one meaning each.
-Instances = Annotated[int, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N).")]
+Instances = Annotated[int | None, typer.Option("--instances", "-n", help="Number of hosts (algo-1..N). Default: 1.")]
 InstanceGroups = Annotated[
     list[str] | None,
     typer.Option(

@@ -96,7 +96,8 @@ def prepare_launch(
 
 def merge_flags(flags: LaunchFlags, config: AccelerateLaunch, launch: LaunchSpec | None) -> LaunchFlags:
     """The flags given, over the accelerate config's values, over the spec's ``launch`` section; the role from
-    ``--role``, the config, ``SMIMG_ROLE``, then the spec (a variable overrides a file, as AWS_REGION does)."""
+    ``--role``, the config, ``SMIMG_ROLE``, then the spec (the environment over the project's file, a config named
+    on the command line over both)."""
     section = _section_flags(launch) if launch else {}
     values = {k: v for k, v in config.values.items() if k not in ("image", "region")}
     given = {k: v for k, v in dataclasses.asdict(flags).items() if v is not None and v != ()}

@@ -5,8 +5,8 @@ listed page by page (the SDK reads only the first page, so it misses hosts beyon
 poll stopped: by the stream's forward token, or, once a token has expired (after 24 hours), from the time of the
 last line shown, skipping the lines of that millisecond already shown (as the SDK reads every poll).
 
-A watch outlives throttling and brief outages (botocore's own retries spent): it backs off, up to a minute between
-polls, and gives up only after ``OUTAGE`` seconds without one answer.
+A watch outlives throttling and brief outages (botocore's own retries spent) once it has had one answer: it backs
+off, up to a minute between polls, and gives up only after ``OUTAGE`` seconds without one.
 """
 
 from __future__ import annotations
@@ -56,14 +56,16 @@ def follow(
     sagemaker, logs = aws.client("sagemaker", region), aws.client("logs", region)
     cursor = cursor or Cursor()
     outage: float | None = None  # when the current run of transient failures began
-    wait = poll
+    wait, answered = poll, False
     while True:
         try:
             job = describe(sagemaker, name, region)
+            answered = True
             lines = new_lines(logs, name, cursor)
         except AwsError as exc:
             outage = outage or time.monotonic()
-            if not exc.transient or time.monotonic() - outage > OUTAGE:
+            # Before the first answer a "transient" failure is more likely a wrong region or endpoint: said at once.
+            if not exc.transient or not answered or time.monotonic() - outage > OUTAGE:
                 raise
             wait = min(max(wait, poll) * 2, MAX_BACKOFF)
             say(f"smimg: {exc.message}; asking again in {wait:.0f} s")

@@ -210,7 +210,7 @@ def load_hyperparameters(path: Path | None, pairs: Iterable[tuple[str, str]]) ->
 def make_job(
     image: str,
     *,
-    instances: int = 1,
+    instances: int | None = None,
     inputs: Iterable[str] = (),
     hyperparameters: Iterable[str] = (),
     hyperparameter_file: Path | None = None,
@@ -231,7 +231,7 @@ def make_job(
         LocalError: a malformed pair or instance group, a missing path or hyperparameter file.
     """
     groups = parse_instance_groups(instance_groups)
-    if groups and instances != 1:
+    if groups and instances is not None:
         raise LocalError("--instance-group replaces -n", "leave -n out: each group names its count")
     name = name or job_name()
     cache = resources.cache_dir() / "channels"
@@ -241,7 +241,7 @@ def make_job(
     source_dir = resolve_source_dir(source_dir, entry_point)
     return LocalJob(
         image=image,
-        instances=sum(g.count for g in groups) if groups else instances,
+        instances=sum(g.count for g in groups) if groups else 1 if instances is None else instances,
         groups=groups,
         channels=channels,
         hyperparameters=(

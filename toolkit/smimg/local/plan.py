@@ -147,7 +147,7 @@ def _check(job: LocalJob) -> None:
     if job.groups and sum(g.count for g in job.groups) != job.instances:
         raise LocalError(
             f"the instance groups hold {sum(g.count for g in job.groups)} instances, not {job.instances}",
-            "leave -n out with --instance-group: the groups' counts are the instances",
+            "make the job's instances the sum of its groups' counts (as make_job does)",
         )
     if not 1 <= job.instances <= MAX_INSTANCES:
         raise LocalError(
