@@ -237,14 +237,16 @@ def test_a_heterogeneous_cluster_trains_its_distribution_group_together_and_runs
     proc = subprocess.run(
         [*SMIMG, "launch", f"{ECR}/{job_image}", "--instance-group", "train=ml.m5.xlarge:2",
          "--instance-group", "data=ml.c5.xlarge:1", "--distribution-group", "train", "--source-dir", str(HETERO),
-         "--entry-point", "train.py", "--output", "s3://launching/out", "--json"],
+         "--entry-point", "train.py", "--output", "s3://launching/out", "--input", "raw=s3://launching/data",
+         "--input-group", "raw=data", "--json"],
         env=aws_env(local_api), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
-    # algo-1 and algo-2 (the train group) are one world of 2 x 2 processes; algo-3 (data) runs the script alone.
+    # algo-1 and algo-2 (the train group) are one world of 2 x 2 processes; algo-3 (data) runs the script alone and
+    # alone gets the channel assigned to its group.
     for rank, host in ((0, "algo-1"), (1, "algo-1"), (2, "algo-2"), (3, "algo-2")):
-        assert f"train ml.m5.xlarge {host}: rank {rank}/4 sum=4.0" in proc.stderr, proc.stderr[-4000:]
-    assert 'algo-3 | data ml.c5.xlarge algo-3: alone, hosts ["algo-3"]' in proc.stderr
+        assert f"train ml.m5.xlarge {host} channels=[]: rank {rank}/4 sum=4.0" in proc.stderr, proc.stderr[-4000:]
+    assert 'algo-3 | data ml.c5.xlarge algo-3 channels=["raw"]: alone, hosts ["algo-3"]' in proc.stderr
     name = json.loads(proc.stdout)["name"]
     described = subprocess.run([*SMIMG, "jobs", "describe", name], env=aws_env(local_api), capture_output=True)
     assert [g["InstanceGroupName"] for g in json.loads(described.stdout)["ResourceConfig"]["InstanceGroups"]] == [

@@ -124,6 +124,15 @@ def test_instance_groups_replace_the_instance_type_and_count_and_the_distributio
         "VolumeSizeInGB": 30,
     }
     assert request["HyperParameters"]["sagemaker_distribution_instance_groups"] == '["train"]'
+    # A channel for one group; under isolation the code channel reaches every group.
+    isolated = smimg_cli(
+        *common, *groups, "--input", "raw=s3://bucket/raw", "--input-group", "raw=data", "--network-isolation"
+    )
+    assert isolated.returncode == 0, isolated.stderr
+    assert [
+        (c["ChannelName"], c["DataSource"]["S3DataSource"]["InstanceGroupNames"])
+        for c in json.loads(isolated.stdout)["InputDataConfig"]
+    ] == [("raw", ["data"]), ("code", ["train", "data"])]
     for extra, message in (
         (["-n", "2"], "error: --instance-group replaces --instance-type and -n"),
         (["--keep-alive", "60"], "error: --keep-alive and --instance-group do not go together"),

@@ -164,6 +164,26 @@ def test_instance_groups_number_hosts_in_their_order_and_each_host_knows_its_gro
         local.plan_job(local.LocalJob(image="i", instances=2, groups=groups), RUN)
 
 
+def test_a_channel_assigned_to_an_instance_group_reaches_only_that_groups_hosts(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    groups = (local.InstanceGroup("train", "ml.g5.2xlarge", 1), local.InstanceGroup("data", "ml.c5.xlarge", 1))
+    job = local.LocalJob(
+        image="i",
+        instances=2,
+        groups=groups,
+        channels=(("raw", tmp_path / "data"),),
+        channel_groups=(("raw", ("data",)),),
+    )
+    plan = local.plan_job(job, RUN)
+    configs = [json.loads(dict(host.files)["input/config/inputdataconfig.json"]) for host in plan.hosts]
+    assert [list(config) for config in configs] == [[], ["raw"]]
+    assert [[m.target for m in c.mounts if "/input/data/" in m.target] for c in plan.containers] == [
+        [],
+        ["/opt/ml/input/data/raw"],
+    ]
+    assert [[d for d in host.dirs if "input/data" in d] for host in plan.hosts] == [[], ["input/data/raw"]]
+
+
 @pytest.mark.parametrize(
     ("groups", "message"),
     [
@@ -177,6 +197,21 @@ def test_instance_groups_number_hosts_in_their_order_and_each_host_knows_its_gro
 def test_malformed_instance_groups_are_named(groups: list[str], message: str) -> None:
     with pytest.raises(LocalError, match=message):
         local.make_job("i", instance_groups=groups)
+
+
+@pytest.mark.parametrize(
+    ("assigned", "message"),
+    [
+        (["a=data"], "channels b name no instance groups while a do"),
+        (["a=gpu", "b=data"], "--input-group a=gpu: gpu is not one of the job's instance groups"),
+        (["c=data"], "--input-group 'c=data' does not name one of the job's channels"),
+        (["a="], "--input-group 'a=' does not name one of the job's channels"),
+    ],
+)
+def test_channels_assigned_to_instance_groups_are_checked(tmp_path: Path, assigned: list[str], message: str) -> None:
+    inputs = [f"a={tmp_path}", f"b={tmp_path}"]
+    with pytest.raises(LocalError, match=message):
+        local.make_job("i", instance_groups=["data=ml.c5.xlarge:1"], inputs=inputs, input_groups=assigned)
 
 
 def test_bad_inputs_are_named() -> None:

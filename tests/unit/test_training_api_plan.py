@@ -13,6 +13,13 @@ from smimg.local.job import Verbatim
 from smimg.training_api.plan import ApiError, TrainingPlan, gpu_request, plan_training
 
 GROUP = {"InstanceGroupName": "train", "InstanceType": "ml.m5.xlarge", "InstanceCount": 2}
+
+
+def channel(name: str, groups: list[str] | None = None) -> dict[str, Any]:
+    source: dict[str, Any] = {"S3DataType": "S3Prefix", "S3Uri": f"s3://bucket/{name}"}
+    return {"ChannelName": name, "DataSource": {"S3DataSource": {**source, "InstanceGroupNames": groups or []}}}
+
+
 REQUEST: dict[str, Any] = {
     "TrainingJobName": "bert-1",
     "AlgorithmSpecification": {
@@ -113,6 +120,10 @@ def test_instance_groups_are_the_jobs_hosts_in_their_order() -> None:
     resources = {"InstanceGroups": [GROUP, {**GROUP, "InstanceGroupName": "data", "InstanceCount": 1}]}
     plan = plan_training({**REQUEST, "ResourceConfig": resources})
     assert (plan.instances, plan.instance_type) == (3, "")
+    assigned = plan_training(
+        {**REQUEST, "ResourceConfig": resources, "InputDataConfig": [channel("a", ["data"]), channel("b", ["train"])]}
+    )
+    assert assigned.channel_groups == (("a", ("data",)), ("b", ("train",)))
     assert [(g.name, g.instance_type, g.count) for g in plan.groups] == [
         ("train", "ml.m5.xlarge", 2),
         ("data", "ml.m5.xlarge", 1),
@@ -152,6 +163,15 @@ def test_instance_groups_are_the_jobs_hosts_in_their_order() -> None:
             "Warm pools are not supported for heterogeneous clusters",
         ),
         ({"ResourceConfig": {"InstanceGroups": [{**GROUP, "InstanceCount": 0}]}}, "at 'resourceConfig.instanceCount'"),
+        ({"ResourceConfig": {"InstanceGroups": [GROUP, GROUP]}}, "InstanceGroupName must be unique"),
+        (
+            {"ResourceConfig": {"InstanceGroups": [GROUP]}, "InputDataConfig": [channel("a", ["train"]), channel("b")]},
+            "Some channels have assigned instance groups: [a] while others not: [b]",
+        ),
+        (
+            {"ResourceConfig": {"InstanceGroups": [GROUP]}, "InputDataConfig": [channel("a", ["gpu"])]},
+            "Channel a names instance groups ['gpu'] that are not in ResourceConfig.InstanceGroups",
+        ),
     ],
 )
 def test_what_sagemaker_refuses_is_refused_with_its_exception_and_wording(change: dict[str, Any], message: str) -> None:

@@ -15,6 +15,7 @@ from smimg.cli.options import (
     Env,
     HyperparameterFile,
     Hyperparameters,
+    InputGroups,
     InstanceGroups,
     Json,
     SpecPath,
@@ -108,6 +109,7 @@ def launch_command(
     ] = None,
     instance_group: InstanceGroups = None,
     distribution_group: DistributionGroup = None,
+    input_group: InputGroups = None,
     accelerate_config: Annotated[
         Path | None,
         typer.Option(
@@ -167,6 +169,7 @@ def launch_command(
         keep_alive=keep_alive,
         instance_groups=tuple(instance_group or ()),
         distribution_group=distribution_group,
+        input_groups=tuple(input_group or ()),
     )
     say = console.line_printer()
     plan, where = cloud.prepare_launch(

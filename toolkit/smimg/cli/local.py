@@ -17,6 +17,7 @@ from smimg.cli.options import (
     Env,
     HyperparameterFile,
     Hyperparameters,
+    InputGroups,
     InstanceGroups,
     Instances,
     Json,
@@ -112,6 +113,7 @@ def run_command(
     ] = False,
     instance_group: InstanceGroups = None,
     distribution_group: DistributionGroup = None,
+    input_group: InputGroups = None,
     json: Json = False,
 ) -> None:
     """Run IMAGE as a SageMaker training job of N hosts, here, before paying for the cloud.
@@ -145,6 +147,7 @@ def run_command(
         name=job_name,
         instance_groups=instance_group or (),
         distribution_group=distribution_group,
+        input_groups=input_group or (),
         conditions=local_lib.Conditions(
             max_run=max_run,
             spot_interrupt_after=spot_interrupt_after,

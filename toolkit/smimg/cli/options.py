@@ -71,6 +71,14 @@ DistributionGroup = Annotated[
         "distribution sends it); the other groups' hosts run the script alone. Default: each group on its own.",
     ),
 ]
+InputGroups = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input-group",
+        help="CHANNEL=GROUP[,GROUP]: the channel reaches only these instance groups' hosts (InstanceGroupNames); "
+        "once one channel names its groups, every one must. Repeatable.",
+    ),
+]
 Hyperparameters = Annotated[
     list[str] | None, typer.Option("--hp", help="Hyperparameter key=value (JSON values: 3, 0.1, true); repeatable.")
 ]

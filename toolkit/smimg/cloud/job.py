@@ -17,6 +17,7 @@ from smimg.cloud.image import choose_image, ship_image
 from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, CloudJob, LaunchPlan, plan_launch
 from smimg.errors import LaunchError
 from smimg.local.job import (
+    channel_groups,
     distribution_groups,
     job_name,
     load_hyperparameters,
@@ -58,6 +59,7 @@ class LaunchFlags:
     keep_alive: int | None = None
     instance_groups: tuple[str, ...] = ()  # NAME=TYPE:COUNT, instead of an instance type and count
     distribution_group: str | None = None
+    input_groups: tuple[str, ...] = ()  # CHANNEL=GROUP[,GROUP]
 
 
 def prepare_launch(
@@ -177,6 +179,7 @@ def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
             f"pass --role arn:aws:iam::ACCOUNT:role/NAME (or set {ROLE_ENV}, or launch.role in smimg.yaml): a role "
             "SageMaker may assume, such as the SageMaker execution role the console creates",
         )
+    channels = tuple(parse_pairs(flags.inputs, "--input"))
     return CloudJob(
         image=image,
         role=role_arn(flags.role, region),
@@ -185,7 +188,8 @@ def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
         name=flags.name or job_name("smimg"),
         instances=sum(g.count for g in groups) if groups else 1 if flags.instances is None else flags.instances,
         groups=groups,
-        channels=tuple(parse_pairs(flags.inputs, "--input")),
+        channels=channels,
+        channel_groups=channel_groups(flags.input_groups, (name for name, _ in channels), groups),
         hyperparameters=(
             *load_hyperparameters(flags.hyperparameter_file, parse_pairs(flags.hyperparameters, "--hp")),
             *distribution_groups(flags.distribution_group, groups),

@@ -53,6 +53,7 @@ class CloudJob:
     security_groups: tuple[str, ...] = ()  # with these security groups (both or neither)
     keep_alive: int = 0  # KeepAlivePeriodInSeconds: the instances kept this long for a matching next job
     groups: tuple[InstanceGroup, ...] = ()  # InstanceGroups (a heterogeneous cluster) instead of type and count
+    channel_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a channel only on these groups' hosts
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,11 @@ def plan_launch(job: CloudJob) -> LaunchPlan:
         "EnableNetworkIsolation": job.network_isolation,
     }
     if channels:
-        request["InputDataConfig"] = [_channel(name, uri) for name, uri in channels]
+        # The code reaches every group that has data (SageMaker wants groups on every channel once one has them).
+        assigned = {CODE_CHANNEL: tuple(g.name for g in job.groups), **dict(job.channel_groups)}
+        request["InputDataConfig"] = [
+            _channel(name, uri, assigned.get(name, ()) if job.channel_groups else ()) for name, uri in channels
+        ]
     if job.env:
         request["Environment"] = dict(job.env)
     if job.checkpoints:
@@ -198,6 +203,8 @@ def _hyperparameters(job: CloudJob, submit: str | None) -> dict[str, str]:
     return {key: json.dumps(value) for key, value in sorted(values.items())}
 
 
-def _channel(name: str, uri: str) -> dict[str, Any]:
-    source = {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+def _channel(name: str, uri: str, groups: tuple[str, ...]) -> dict[str, Any]:
+    source: dict[str, Any] = {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+    if groups:
+        source["InstanceGroupNames"] = list(groups)
     return {"ChannelName": name, "DataSource": {"S3DataSource": source}, "InputMode": "File"}

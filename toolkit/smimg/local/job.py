@@ -85,6 +85,39 @@ def parse_instance_groups(items: Iterable[str]) -> tuple[InstanceGroup, ...]:
     return tuple(groups)
 
 
+def channel_groups(
+    items: Iterable[str], channels: Iterable[str], groups: tuple[InstanceGroup, ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``--input-group CHANNEL=GROUP[,GROUP]`` items: the channel reaches only those groups' hosts
+    (S3DataSource.InstanceGroupNames). As SageMaker demands, once one channel names its groups, every one does.
+
+    Raises:
+        LocalError: a malformed item, an unknown channel or group, or channels left without groups.
+    """
+    names, known = list(channels), {g.name for g in groups}
+    assigned: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        channel, _, listed = item.partition("=")
+        chosen = tuple(g for g in listed.split(",") if g)
+        if not chosen or channel not in names:
+            raise LocalError(
+                f"--input-group {item!r} does not name one of the job's channels and its groups",
+                f"write CHANNEL=GROUP[,GROUP], a channel of {', '.join(names) or 'none: add --input'}",
+            )
+        if unknown := [g for g in chosen if g not in known]:
+            raise LocalError(
+                f"--input-group {item}: {', '.join(unknown)} is not one of the job's instance groups",
+                f"name one of {', '.join(sorted(known)) or 'none: add --instance-group'}",
+            )
+        assigned[channel] = chosen
+    if assigned and (left := [n for n in names if n not in assigned]):
+        raise LocalError(
+            f"channels {', '.join(left)} name no instance groups while {', '.join(assigned)} do",
+            "SageMaker needs every channel's groups once one has them: add --input-group for each",
+        )
+    return tuple(assigned.items())
+
+
 def distribution_groups(group: str | None, groups: tuple[InstanceGroup, ...]) -> tuple[tuple[str, Any], ...]:
     """``--distribution-group NAME``: the hyperparameter the SageMaker SDK sends for its ``distribution``'s
     instance group, which the hosts of that group alone train together under; none without one.
@@ -110,6 +143,7 @@ class LocalJob:
     instances: int = 1
     groups: tuple[InstanceGroup, ...] = ()  # a heterogeneous cluster's groups; their counts add up to instances
     channels: tuple[tuple[str, Path], ...] = ()
+    channel_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a channel only on these instance groups' hosts
     hyperparameters: tuple[tuple[str, Any], ...] = ()
     source_dir: Path | None = None
     entry_point: str | None = None
@@ -223,6 +257,7 @@ def make_job(
     on_line: Callable[[str], None] | None = None,
     instance_groups: Iterable[str] = (),
     distribution_group: str | None = None,
+    input_groups: Iterable[str] = (),
 ) -> LocalJob:
     """A job from command-line style inputs (``NAME=PATH|file://|s3://``, ``key=value``, ``NAME=TYPE:COUNT``),
     checked and resolved.
@@ -244,6 +279,7 @@ def make_job(
         instances=sum(g.count for g in groups) if groups else 1 if instances is None else instances,
         groups=groups,
         channels=channels,
+        channel_groups=channel_groups(input_groups, (n for n, _ in channels), groups),
         hyperparameters=(
             *load_hyperparameters(hyperparameter_file, parse_pairs(hyperparameters, "--hp")),
             *distribution_groups(distribution_group, groups),

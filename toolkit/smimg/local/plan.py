@@ -128,7 +128,7 @@ def plan_job(job: LocalJob, run_dir: Path, available_gpus: Sequence[str] = ()) -
     layout = _layout(job)
     project = re.sub(r"[^a-z0-9-]", "-", job.name.lower())
     host_plans = tuple(_host(job, host, layout, gpu_ids) for host, gpu_ids in zip(layout, slices, strict=True))
-    containers = tuple(_container(job, run_dir, h.name, project, h.gpu_ids) for h in host_plans)
+    containers = tuple(_container(job, run_dir, h, project, layout[h.name].name) for h in host_plans)
     # As EnableNetworkIsolation: the hosts reach each other, nothing else (no PyPI, S3 or metadata endpoint).
     isolated = job.conditions.network_isolation
     files = ((RESOLV_CONF, ISOLATED_RESOLVER),) if isolated else ()
@@ -192,7 +192,7 @@ def _host(job: LocalJob, host: str, layout: Mapping[str, InstanceGroup], gpu_ids
     }
     data_config = {
         name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-        for name, _ in job.channels
+        for name, _ in host_channels(job, group.name)
     }
     files: tuple[tuple[str, str], ...] = (
         (contract.RESOURCE_CONFIG, json.dumps(resource, indent=2)),
@@ -204,27 +204,33 @@ def _host(job: LocalJob, host: str, layout: Mapping[str, InstanceGroup], gpu_ids
         uri = job.conditions.checkpoints_s3 or job.conditions.checkpoints.as_uri()
         where = {"LocalPath": contract.opt_ml(contract.CHECKPOINTS_DIR), "S3Uri": uri}
         files += ((CHECKPOINT_CONFIG, json.dumps(where, indent=2)),)
-    channels = (f"{contract.DATA_DIR}/{name}" for name, _ in job.channels)
+    channels = (f"{contract.DATA_DIR}/{name}" for name, _ in host_channels(job, group.name))
     dirs = (contract.MODEL_DIR, contract.OUTPUT_DATA_DIR, contract.CHECKPOINTS_DIR, *channels)
     return HostPlan(host, gpu_ids, files, dirs)
 
 
-def _container(job: LocalJob, run_dir: Path, host: str, project: str, gpu_ids: tuple[str, ...]) -> ContainerSpec:
-    mounts = [Mount(str(run_dir / host), contract.OPT_ML, read_only=False)]
+def host_channels(job: LocalJob, group: str) -> tuple[tuple[str, Path], ...]:
+    """The channels a host of ``group`` gets: all of them, unless the job assigns channels to instance groups."""
+    assigned = dict(job.channel_groups)
+    return tuple((name, source) for name, source in job.channels if not assigned or group in assigned.get(name, ()))
+
+
+def _container(job: LocalJob, run_dir: Path, host: HostPlan, project: str, group: str) -> ContainerSpec:
+    mounts = [Mount(str(run_dir / host.name), contract.OPT_ML, read_only=False)]
     mounts += [
         Mount(str(source), f"{contract.opt_ml(contract.DATA_DIR)}/{name}", read_only=not job.writable_channels)
-        for name, source in job.channels
+        for name, source in host_channels(job, group)
     ]
     if job.source_dir is not None:
         mounts.append(Mount(str(job.source_dir), contract.opt_ml(contract.CODE_DIR)))
     if job.conditions.network_isolation:
         mounts.append(Mount(str(run_dir / RESOLV_CONF), "/etc/resolv.conf"))
     return ContainerSpec(
-        name=container_name(project, host),
+        name=container_name(project, host.name),
         image=job.image,
-        hostname=host,
+        hostname=host.name,
         network=project,
-        aliases=(host,),
+        aliases=(host.name,),
         entrypoint=job.entrypoint,
         # A ContainerEntrypoint of the job's own runs without `train`, as on SageMaker.
         command=job.arguments if job.arguments is not None else () if job.entrypoint else (contract.TRAIN_COMMAND,),
@@ -232,7 +238,7 @@ def _container(job: LocalJob, run_dir: Path, host: str, project: str, gpu_ids: t
         labels=((contract.LABEL_JOB, project),),
         mounts=tuple(mounts),
         shm_size=SHM_SIZE,
-        gpu_ids=gpu_ids,
+        gpu_ids=host.gpu_ids,
     )
 
 

@@ -82,6 +82,7 @@ class TrainingPlan:
     spot: bool = False  # EnableManagedSpotTraining
     keep_alive: int = 0  # ResourceConfig.KeepAlivePeriodInSeconds: a warm pool kept this long after the job
     groups: tuple[InstanceGroup, ...] = ()  # ResourceConfig.InstanceGroups: a heterogeneous cluster
+    channel_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # S3DataSource.InstanceGroupNames, by channel
 
 
 # NVIDIA GPUs per instance of the ml.* types that have them (AWS's instance specifications); others have none.
@@ -131,6 +132,7 @@ def plan_training(request: Mapping[str, Any], max_instances: int | None = MAX_IN
     env = dict(request.get("Environment") or {})
     _check_environment(env)
     channels = tuple(_channel(c) for c in request.get("InputDataConfig") or ())
+    assigned = channel_groups(request.get("InputDataConfig") or (), groups)
     if len(channels) > MAX_CHANNELS:
         raise _invalid(
             len(channels), "inputDataConfig", f"Member must have length less than or equal to {MAX_CHANNELS}"
@@ -152,6 +154,7 @@ def plan_training(request: Mapping[str, Any], max_instances: int | None = MAX_IN
         instance_type=str(resources.get("InstanceType", "" if groups else "local")),
         groups=groups,
         channels=channels,
+        channel_groups=assigned,
         hyperparameters=tuple(sorted(hyperparameters.items())),
         program=program,
         submit_directory=submit,
@@ -172,8 +175,8 @@ def instance_groups(resources: Mapping[str, Any]) -> tuple[InstanceGroup, ...]:
     """A ResourceConfig's InstanceGroups (none for a homogeneous cluster).
 
     Raises:
-        ApiError: more than five, a name out of its length, InstanceType or InstanceCount beside them, or a warm pool
-            (SageMaker keeps none of a heterogeneous cluster).
+        ApiError: more than five, a name out of its length or repeated, InstanceType or InstanceCount beside them, or
+            a warm pool (SageMaker keeps none of a heterogeneous cluster).
     """
     given = resources.get("InstanceGroups") or []
     if not given:
@@ -193,6 +196,9 @@ def instance_groups(resources: Mapping[str, Any]) -> tuple[InstanceGroup, ...]:
                 f"resourceConfig.instanceGroups.{i}.member.instanceGroupName",
                 "Member must have length between 1 and 64",
             )
+    names = [str(g["InstanceGroupName"]) for g in given]
+    if len(set(names)) != len(names):
+        raise ApiError("ValidationException", f"InstanceGroupName must be unique within InstanceGroups: {names}")
     if resources.get("KeepAlivePeriodInSeconds"):
         raise ApiError(
             "ValidationException", "Warm pools are not supported for heterogeneous clusters (InstanceGroups)"
@@ -200,6 +206,39 @@ def instance_groups(resources: Mapping[str, Any]) -> tuple[InstanceGroup, ...]:
     return tuple(
         InstanceGroup(str(g["InstanceGroupName"]), str(g["InstanceType"]), int(g["InstanceCount"])) for g in given
     )
+
+
+def channel_groups(
+    channels: Sequence[Mapping[str, Any]], groups: tuple[InstanceGroup, ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Each channel's S3DataSource.InstanceGroupNames, when the channels name them.
+
+    Raises:
+        ApiError: some channels name groups and others do not, or a name is not one of the job's groups.
+    """
+    named = {
+        str(c.get("ChannelName")): tuple(
+            str(g) for g in ((c.get("DataSource") or {}).get("S3DataSource") or {}).get("InstanceGroupNames") or ()
+        )
+        for c in channels
+    }
+    with_groups = [name for name, of in named.items() if of]
+    if not with_groups:
+        return ()
+    if without := [name for name, of in named.items() if not of]:
+        raise ApiError(
+            "ValidationException",
+            f"Some channels have assigned instance groups: [{', '.join(with_groups)}] while others not: "
+            f"[{', '.join(without)}]",
+        )
+    known = {g.name for g in groups}
+    for name, of in named.items():
+        if unknown := [g for g in of if g not in known]:
+            raise ApiError(
+                "ValidationException",
+                f"Channel {name} names instance groups {unknown} that are not in ResourceConfig.InstanceGroups",
+            )
+    return tuple(named.items())
 
 
 def keep_alive(resources: Mapping[str, Any]) -> int:

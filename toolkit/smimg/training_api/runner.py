@@ -122,6 +122,7 @@ class Run:
             image=image,
             instances=self.plan.instances,
             groups=self.plan.groups,
+            channel_groups=self.plan.channel_groups,
             channels=channels,
             hyperparameters=tuple(sorted(hyperparameters)),
             source_dir=source_dir,
