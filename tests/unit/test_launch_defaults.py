@@ -119,3 +119,26 @@ def test_the_launch_section_is_not_part_of_the_image(project: Path) -> None:
         return dict(built.labels)
 
     assert labels(SPEC) == labels(SPEC.replace("FromSpec", "Other").replace("instances: 2", "instances: 8"))
+
+
+def test_the_specs_instance_groups_give_way_to_an_instance_type_named_above_them(project: Path) -> None:
+    (project / "smimg.yaml").write_text(
+        SPEC.replace("  instance_type: ml.g5.2xlarge\n  instances: 2\n", "")
+        + "  instance_groups: [train=ml.g5.2xlarge:2, data=ml.c5.xlarge:1]\n  distribution_group: train\n"
+    )
+    request = dry_run()
+    assert [g["InstanceGroupName"] for g in request["ResourceConfig"]["InstanceGroups"]] == ["train", "data"]
+    assert request["HyperParameters"]["sagemaker_distribution_instance_groups"] == '["train"]'
+    flagged = dry_run("--instance-type", "ml.m5.xlarge", "-n", "3")["ResourceConfig"]
+    assert (flagged["InstanceType"], flagged["InstanceCount"], "InstanceGroups" in flagged) == (
+        "ml.m5.xlarge",
+        3,
+        False,
+    )
+    assert dry_run("--accelerate-config", "accelerate.yaml")["ResourceConfig"]["InstanceType"] == "ml.p4d.24xlarge"
+    both = smimg_cli("launch", IMAGE, "--region", "us-east-1", "--dry-run", "-n", "2")
+    assert both.returncode == 1 and both.stderr.startswith("error: --instance-group replaces"), both.stderr
+    (project / "smimg.yaml").write_text(SPEC + "  instance_groups: [train=g5:2]\n")
+    bad = smimg_cli("launch", IMAGE, "--region", "us-east-1", "--dry-run")
+    assert "launch.instance_groups: given with instance_type or instances" in bad.stderr
+    assert "launch.instance_groups.0: 'train=g5:2' is not NAME=TYPE:COUNT" in bad.stderr

@@ -34,6 +34,7 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*\Z")
 _VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc|\.post|\.dev)[0-9]+)*\Z")
 _PLATFORM = re.compile(r"^linux/(amd64|arm64)\Z")
+_INSTANCE_GROUP = re.compile(r"^[^=]{1,64}=ml\.[^:\s]+:[0-9]+\Z")
 # scheme://user[:password]@host, in any case: pip and urllib accept HTTPS:// as readily as https://
 _CREDENTIALS_FIX = (
     "it would be baked into the image: serve the package from an index named by pip.index_url_env (or "
@@ -134,6 +135,11 @@ class LaunchSpec(_Model):
     security_groups: tuple[str, ...] = ()
     keep_alive: int | None = Field(None, ge=0, description="Warm pool: KeepAlivePeriodInSeconds.")
     tags: dict[str, str] = Field(default_factory=dict)
+    instance_groups: tuple[str, ...] = Field(
+        (),
+        description="A heterogeneous cluster's groups, NAME=TYPE:COUNT each, instead of instance_type and instances.",
+    )
+    distribution_group: str | None = Field(None, description="The instance group whose hosts train together.")
 
 
 class ImageSpec(_Model):
@@ -496,6 +502,15 @@ def _check_launch(launch: LaunchSpec) -> list[Problem]:
                 "e.g. ml.g5.2xlarge",
             )
         )
+    if launch.instance_groups and (launch.instance_type is not None or launch.instances is not None):
+        problems.append(
+            Problem("launch.instance_groups", "given with instance_type or instances", "keep the groups or those two")
+        )
+    for i, group in enumerate(launch.instance_groups):
+        if not _INSTANCE_GROUP.match(group):
+            problems.append(
+                Problem(f"launch.instance_groups.{i}", f"{group!r} is not NAME=TYPE:COUNT", "e.g. gpus=ml.g5.2xlarge:2")
+            )
     for field, uri in (("launch.output", launch.output), ("launch.checkpoints", launch.checkpoints)):
         if uri is not None and not uri.startswith("s3://"):
             problems.append(Problem(field, f"{uri!r} is not an S3 URI", "write s3://bucket/prefix"))

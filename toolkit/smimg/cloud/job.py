@@ -114,10 +114,21 @@ def merge_flags(flags: LaunchFlags, config: AccelerateLaunch, launch: LaunchSpec
         name=flags.name or (job_name(config.base_job_name) if config.base_job_name else None),
         # --no-spot over a config's spot job drops the config's spot wait with it; a --max-wait flag is still named.
         max_wait=flags.max_wait if flags.spot is False else layered.max_wait,
-        # Instance groups replace a config's instance type and count; given beside them as flags, they are named.
-        instance_type=flags.instance_type if flags.instance_groups else layered.instance_type,
-        instances=flags.instances if flags.instance_groups else layered.instances,
+        **_cluster(flags, values, layered),
     )
+
+
+def _cluster(flags: LaunchFlags, config: dict[str, Any], layered: LaunchFlags) -> dict[str, Any]:
+    """Instance groups or an instance type, from the highest layer that names either: the spec's groups give way to
+    a config's or a flag's instance type, and a flag's groups to nothing (beside -n or --instance-type they are
+    named as a conflict)."""
+    if flags.instance_groups:
+        return {"instance_type": flags.instance_type, "instances": flags.instances}
+    if flags.instance_type or config.get("instance_type"):
+        return {"instance_groups": (), "distribution_group": flags.distribution_group}
+    if layered.instance_groups:
+        return {"instance_type": None, "instances": flags.instances}
+    return {}
 
 
 def _section_flags(launch: LaunchSpec) -> dict[str, Any]:
