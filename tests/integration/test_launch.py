@@ -118,6 +118,20 @@ def test_a_failing_job_exits_non_zero_with_its_failure_reason(local_api: str, bu
     assert "failure reason: ExitCode 2 on algo-" in proc.stderr and "invalid int value: 'ten'" in proc.stderr
 
 
+def test_a_job_past_its_max_run_is_stopped_and_exits_124_with_what_it_saved(
+    local_api: str, bucket: str, job_image: str
+) -> None:
+    proc = subprocess.run(
+        [*SMIMG, *launch_args(job_image, "smimg-api-launch-max-run", "100000"), "--max-run", "8", "--json"],
+        env=aws_env(local_api), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 124, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    assert (result["status"], result["secondary"]) == ("Stopped", "MaxRuntimeExceeded"), result
+    # SIGTERM at the limit, as SageMaker sends it: the script saved its step, and its model was uploaded.
+    assert "algo-1 | SAVED algo-1 step=" in proc.stderr and result["model"], proc.stderr[-4000:]
+
+
 def test_ctrl_c_detaches_then_jobs_stop_and_attach_see_it_stopped(local_api: str, bucket: str, job_image: str) -> None:
     launched = subprocess.Popen(
         [*SMIMG, *launch_args(job_image, "smimg-api-launch-detach", "100000")],
