@@ -102,6 +102,14 @@ def test_a_bad_launch_section_is_named_with_its_field(project: Path) -> None:
     assert "launch.instance_type: 'g5.xlarge' is not a SageMaker instance type (fix: e.g. ml.g5.2xlarge)" in cli.stderr
     assert "launch.checkpoints: 'bucket/ckpt' is not an S3 URI (fix: write s3://bucket/prefix)" in cli.stderr
     assert "Traceback" not in cli.stderr
+    # What SageMaker refuses together is named as the section's fields, not as flags nobody passed.
+    (project / "smimg.yaml").write_text(
+        'name: bert\nbase: {image: "python:3.11"}\nlaunch: {keep_alive: 60, spot: true, max_wait: 60, max_run: 120, '
+        "subnets: [subnet-1]}\n"
+    )
+    conflicts = smimg_cli("launch", IMAGE, "--region", "us-east-1", "--dry-run").stderr
+    for field in ("launch.keep_alive: given with spot", "launch.max_wait: is below max_run 120", "launch.subnets: and"):
+        assert field in conflicts, conflicts
 
 
 def test_the_launch_section_is_not_part_of_the_image(project: Path) -> None:

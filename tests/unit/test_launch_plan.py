@@ -168,6 +168,13 @@ def test_dry_run_prints_the_request_and_calls_no_aws(tmp_path: Path) -> None:
     assert (
         request["HyperParameters"]["sagemaker_submit_directory"] == '"s3://bucket/out/bert-1/source/sourcedir.tar.gz"'
     )
+    as_option = smimg_cli(
+        "launch", "--image", JOB.image, "--instance-type", "ml.g5.2xlarge", "--role", ROLE, "--output", "s3://bucket/o",
+        "--dry-run",
+    )  # fmt: skip
+    assert json.loads(as_option.stdout)["AlgorithmSpecification"]["TrainingImage"] == JOB.image, as_option.stderr
+    two = smimg_cli("launch", JOB.image, "--image", f"{JOB.image}x", "--dry-run")
+    assert two.returncode == 1 and "name two images" in two.stderr, two.stderr
     missing = smimg_cli("launch", JOB.image, "--instance-type", "ml.g5.2xlarge", "--output", "s3://b/o", "--dry-run")
     assert missing.returncode == 1 and missing.stderr.startswith("error: no IAM role for the job"), missing.stderr
 

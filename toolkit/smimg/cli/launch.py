@@ -22,6 +22,7 @@ from smimg.cli.options import (
 )
 from smimg.cli.progress import JobView
 from smimg.cloud.plan import DEFAULT_VOLUME_GB
+from smimg.errors import LaunchError
 
 Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Channel NAME=s3://bucket/prefix; repeatable.")]
 SourceDir = Annotated[
@@ -42,6 +43,9 @@ def launch_command(
             help="An ECR URI (pinned to its digest once checked), or a local image (pushed first). Default: the "
             "image the spec builds now, pushed first."
         ),
+    ] = None,
+    image_option: Annotated[
+        str | None, typer.Option("--image", help="IMAGE, as an option.", show_default=False)
     ] = None,
     spec: SpecPath = None,
     instance_type: Annotated[str | None, typer.Option("--instance-type", help="e.g. ml.g5.2xlarge.")] = None,
@@ -171,6 +175,9 @@ def launch_command(
         distribution_group=distribution_group,
         input_groups=tuple(input_group or ()),
     )
+    if image and image_option and image != image_option:
+        raise LaunchError(f"IMAGE {image} and --image {image_option} name two images", "give one of them")
+    image = image or image_option
     say = console.line_printer()
     plan, where = cloud.prepare_launch(
         image, flags, say, spec=spec, region=region, accelerate_config=accelerate_config, check=not dry_run
