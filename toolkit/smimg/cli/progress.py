@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
@@ -26,23 +26,32 @@ _STATE = re.compile(r"^#(\d+) (DONE [0-9.]+s|CACHED|ERROR.*)$")
 _OUTPUT = re.compile(r"^#(\d+) [0-9.]+ (.*)$")
 
 
-class BuildView:
-    """Feed it lines; on a terminal it shows each step once, with its state, and the step running now."""
+_View = TypeVar("_View", bound="_StatusView")
 
-    def __init__(self, live: bool) -> None:
+
+class _StatusView:
+    """A status line at the bottom of a terminal while the view is open (none elsewhere: CI, a pipe)."""
+
+    def __init__(self, live: bool, first: str) -> None:
         self.live = live
-        self.steps: dict[str, str] = {}
-        self.status: Status | None = None
+        self.status: Status | None = err.status(first) if live else None
 
-    def __enter__(self) -> BuildView:
-        if self.live:
-            self.status = err.status("starting build")
+    def __enter__(self: _View) -> _View:
+        if self.status is not None:
             self.status.start()
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         if self.status is not None:
             self.status.stop()
+
+
+class BuildView(_StatusView):
+    """Feed it lines; on a terminal it shows each step once, with its state, and the step running now."""
+
+    def __init__(self, live: bool) -> None:
+        super().__init__(live, "starting build")
+        self.steps: dict[str, str] = {}
 
     def __call__(self, line: str) -> None:
         if not self.live:
@@ -105,21 +114,12 @@ class PushView:
             self.progress.stop_task(task)
 
 
-class JobView:
+class JobView(_StatusView):
     """A cloud job being watched: its lines as they come; on a terminal, a status line under them with the job's
     secondary status, how long it has been in it and since the job was created."""
 
     def __init__(self, live: bool) -> None:
-        self.status = err.status("waiting for the job") if live else None
-
-    def __enter__(self) -> JobView:
-        if self.status is not None:
-            self.status.start()
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        if self.status is not None:
-            self.status.stop()
+        super().__init__(live, "waiting for the job")
 
     def line(self, text: str) -> None:
         err.print(text, markup=False, highlight=False)
