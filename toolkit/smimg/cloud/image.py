@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from smimg.adapters import aws, ecr, registry
 from smimg.engine import Engine
-from smimg.errors import LaunchError, SmimgError
+from smimg.errors import AwsError, LaunchError, SmimgError
 from smimg.refs import ImageRef
 
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ def pin_image(uri: str, region: str, say: Callable[[str], None], engine: Engine 
         )
     account, _ = location
     check_region(uri, region)
+    if advice := _other_account(account, region):
+        say(advice)
     client = aws.client("ecr", region)
     digest = ref.digest or _digest_of_tag(client, account, ref)
     found = ecr.manifest(client, ref.path, digest, registry.MANIFEST_TYPES, registry_id=account)
@@ -106,6 +108,21 @@ def pin_image(uri: str, region: str, say: Callable[[str], None], engine: Engine 
     if ref.digest is None:
         say(f"smimg: {uri} is {digest}: the job runs that image, however the tag moves")
     return pinned
+
+
+def _other_account(account: str, region: str) -> str | None:
+    """Advice when the image is in another account's ECR, which SageMaker pulls only where that repository's policy
+    lets the job's account pull; None when it is this account's, or the account cannot be told (only advice)."""
+    try:
+        mine = aws.account_id(region)
+    except AwsError:
+        return None
+    if mine == account:
+        return None
+    return (
+        f"smimg: the image is in account {account}'s ECR and the job runs in {mine}: SageMaker pulls it only if "
+        f"that repository's policy lets account {mine} pull (ecr:BatchGetImage, ecr:GetDownloadUrlForLayer)"
+    )
 
 
 def _digest_of_tag(client: Any, account: str, ref: ImageRef) -> str:
