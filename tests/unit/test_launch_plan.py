@@ -173,6 +173,17 @@ def test_dry_run_prints_the_request_and_calls_no_aws(tmp_path: Path) -> None:
         "--dry-run",
     )  # fmt: skip
     assert json.loads(as_option.stdout)["AlgorithmSpecification"]["TrainingImage"] == JOB.image, as_option.stderr
+    # Every limit in botocore's service model, before anything is uploaded: the service's words, one line.
+    unknown = smimg_cli(
+        "launch", JOB.image, "--instance-type", "ml.g5.3xlarge", "--role", ROLE, "--output", "s3://bucket/o",
+        "--tag", "cost#center=1", "--dry-run",
+    )  # fmt: skip
+    assert unknown.returncode == 1, unknown.stderr
+    assert unknown.stderr.startswith(
+        "error: SageMaker would refuse this job: 2 validation errors detected: Value 'ml.g5.3xlarge' at "
+        "'resourceConfig.instanceType' failed to satisfy constraint: Member must satisfy enum value set: ["
+    ), unknown.stderr
+    assert "Value 'cost#center' at 'tags.1.member.key'" in unknown.stderr
     two = smimg_cli("launch", JOB.image, "--image", f"{JOB.image}x", "--dry-run")
     assert two.returncode == 1 and "name two images" in two.stderr, two.stderr
     missing = smimg_cli("launch", JOB.image, "--instance-type", "ml.g5.2xlarge", "--output", "s3://b/o", "--dry-run")

@@ -26,7 +26,7 @@ REQUEST: dict[str, Any] = {
         "TrainingImage": "1.dkr.ecr.us-east-1.amazonaws.com/bert:1",
         "TrainingInputMode": "File",
     },
-    "RoleArn": "arn:aws:iam::1:role/r",
+    "RoleArn": "arn:aws:iam::123456789012:role/r",
     "HyperParameters": {
         "sagemaker_program": '"train.py"',
         "sagemaker_submit_directory": '"s3://b/c.tar.gz"',
@@ -288,3 +288,39 @@ def test_a_warm_pool_is_kept_taken_over_by_a_matching_job_only_and_ends_when_its
     api.store.create(spot)
     api.store.finish("e", records.COMPLETED, "Completed")
     assert pool("e") is None
+
+
+def test_every_limit_of_the_service_model_is_checked_as_the_service_words_it(tmp_path: Path) -> None:
+    from smimg.adapters import service_model
+    from smimg.training_api.server import TrainingApi
+    from tests.fakes import FakeEngine
+
+    assert service_model.violations("sagemaker", "CreateTrainingJob", REQUEST) == []
+    bad = {
+        **REQUEST,
+        "ResourceConfig": {**REQUEST["ResourceConfig"], "InstanceType": "ml.bogus.xlarge"},
+        "Tags": [{"Key": "team#1", "Value": "nlp"}, {"Key": "k" * 129, "Value": "v"}],
+        "StoppingCondition": {"MaxRuntimeInSeconds": 0},
+    }
+    found = service_model.violations("sagemaker", "CreateTrainingJob", bad)
+    assert found[0].startswith(
+        "Value 'ml.bogus.xlarge' at 'resourceConfig.instanceType' failed to satisfy constraint: Member must satisfy "
+        "enum value set: [ml.m4.xlarge, "
+    )
+    assert found[0].endswith(" in all)]")  # the first few of some 250, not all of them
+    assert "Value 1 at" not in found[0]
+    assert found[1:] == [
+        "Value 0 at 'stoppingCondition.maxRuntimeInSeconds' failed to satisfy constraint: Member must have value "
+        "greater than or equal to 1",
+        "Value 'team#1' at 'tags.1.member.key' failed to satisfy constraint: Member must satisfy regular expression "
+        "pattern: ([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)",
+        f"Value '{'k' * 129}' at 'tags.2.member.key' failed to satisfy constraint: Member must have length less than "
+        "or equal to 128",
+    ]
+    # The local API answers it as SageMaker does, before any job exists.
+    api = TrainingApi(tmp_path, FakeEngine(), "us-east-1")
+    with pytest.raises(ApiError) as caught:
+        api.call("CreateTrainingJob", bad)
+    assert caught.value.code == "ValidationException"
+    assert caught.value.message.startswith("4 validation errors detected: Value 'ml.bogus.xlarge' at")
+    assert api.call("ListTrainingJobs", {})["TrainingJobSummaries"] == []

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smimg.adapters import aws
+from smimg.adapters import aws, service_model
 from smimg.cloud.accelerate import AccelerateLaunch, read_accelerate_config
 from smimg.cloud.execute import resolve_region
 from smimg.cloud.image import choose_image, ship_image
@@ -91,9 +91,23 @@ def prepare_launch(
     chosen = choose_image(image, loaded, where)
     job = make_cloud_job(chosen.uri, merged, where)
     plan = plan_launch(job)  # every input checked before the image is pushed or read: a bad flag costs no upload
+    check_request(plan.request)
     if not check:
         return plan, where
     return plan_launch(dataclasses.replace(job, image=ship_image(chosen, where, say))), where
+
+
+def check_request(request: Mapping[str, Any]) -> None:
+    """The request against every limit botocore's service model gives (lengths, counts, ranges, patterns, enums),
+    which the service would otherwise check only once the code is uploaded.
+
+    Raises:
+        LaunchError: the service's own report of what it would refuse.
+    """
+    if found := service_model.violations("sagemaker", "CreateTrainingJob", request):
+        raise LaunchError(
+            f"SageMaker would refuse this job: {service_model.summary(found)}", "change the input it names"
+        )
 
 
 def merge_flags(flags: LaunchFlags, config: AccelerateLaunch, launch: LaunchSpec | None) -> LaunchFlags:

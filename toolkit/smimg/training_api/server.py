@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from smimg import interrupts
+from smimg.adapters import service_model
 from smimg.engine import Engine
 from smimg.errors import LocalError
 from smimg.training_api import plan as planner
@@ -54,6 +55,9 @@ class TrainingApi:
         handler = getattr(self, f"_{operation}", None)
         if handler is None:
             raise ApiError("UnknownOperationException", f"the local SageMaker API does not offer {operation}")
+        # The limits the service checks and botocore does not (maximum lengths, patterns, enums), from its model.
+        if found := service_model.violations("sagemaker", operation, body):
+            raise ApiError("ValidationException", service_model.summary(found))
         return handler(body)  # type: ignore[no-any-return]
 
     def _CreateTrainingJob(self, body: Mapping[str, Any]) -> dict[str, Any]:
