@@ -134,9 +134,9 @@ def test_instance_groups_replace_the_instance_type_and_count_and_the_distributio
         for c in json.loads(isolated.stdout)["InputDataConfig"]
     ] == [("raw", ["data"]), ("code", ["train", "data"])]
     for extra, message in (
-        (["-n", "2"], "error: --instance-group replaces --instance-type and -n"),
+        (["-n", "2"], "error: instance groups (--instance-group, or the spec's launch.instance_groups) replace"),
         (["--keep-alive", "60"], "error: --keep-alive and --instance-group do not go together"),
-        (["--distribution-group", "gpu"], "error: --distribution-group gpu is not one of the job's instance groups"),
+        (["--distribution-group", "gpu"], "error: --distribution-group (or launch.distribution_group) gpu is not"),
         (["--instance-group", "eval=c5.xlarge:1"], "error: --instance-group eval=c5.xlarge is not a SageMaker"),
     ):
         refused = smimg_cli(*common, *groups, *extra)
@@ -175,15 +175,18 @@ def test_dry_run_prints_the_request_and_calls_no_aws(tmp_path: Path) -> None:
     assert json.loads(as_option.stdout)["AlgorithmSpecification"]["TrainingImage"] == JOB.image, as_option.stderr
     # Every limit in botocore's service model, before anything is uploaded: the service's words, one line.
     unknown = smimg_cli(
-        "launch", JOB.image, "--instance-type", "ml.g5.3xlarge", "--role", ROLE, "--output", "s3://bucket/o",
-        "--tag", "cost#center=1", "--dry-run",
+        "launch", JOB.image, "--instance-type", "ml.g5.2xlarge", "--role", ROLE, "--output", "s3://bucket/o",
+        "--tag", "cost#center=1", "--tag", f"note={'n' * 257}", "--dry-run",
     )  # fmt: skip
     assert unknown.returncode == 1, unknown.stderr
     assert unknown.stderr.startswith(
-        "error: SageMaker would refuse this job: 2 validation errors detected: Value 'ml.g5.3xlarge' at "
-        "'resourceConfig.instanceType' failed to satisfy constraint: Member must satisfy enum value set: ["
+        "error: SageMaker would refuse this job: 2 validation errors detected: Value 'cost#center' at "
+        "'tags.1.member.key' failed to satisfy constraint: Member must satisfy regular expression pattern: "
     ), unknown.stderr
-    assert "Value 'cost#center' at 'tags.1.member.key'" in unknown.stderr
+    assert (
+        "at 'tags.2.member.value' failed to satisfy constraint: Member must have length less than or equal to 256"
+        in (unknown.stderr)
+    )
     two = smimg_cli("launch", JOB.image, "--image", f"{JOB.image}x", "--dry-run")
     assert two.returncode == 1 and "name two images" in two.stderr, two.stderr
     missing = smimg_cli("launch", JOB.image, "--instance-type", "ml.g5.2xlarge", "--output", "s3://b/o", "--dry-run")

@@ -206,6 +206,8 @@ def test_malformed_instance_groups_are_named(groups: list[str], message: str) ->
         (["a=gpu", "b=data"], "--input-group a=gpu: gpu is not one of the job's instance groups"),
         (["c=data"], "--input-group 'c=data' does not name one of the job's channels"),
         (["a="], "--input-group 'a=' does not name one of the job's channels"),
+        (["a=data", "a=data", "b=data"], "--input-group a=data repeats a channel or a group"),
+        (["a=data,data", "b=data"], "--input-group a=data,data repeats a channel or a group"),
     ],
 )
 def test_channels_assigned_to_instance_groups_are_checked(tmp_path: Path, assigned: list[str], message: str) -> None:

@@ -511,33 +511,9 @@ def _check_launch(launch: LaunchSpec) -> list[Problem]:
             problems.append(
                 Problem(f"launch.instance_groups.{i}", f"{group!r} is not NAME=TYPE:COUNT", "e.g. gpus=ml.g5.2xlarge:2")
             )
-    problems += _launch_conflicts(launch)
     for field, uri in (("launch.output", launch.output), ("launch.checkpoints", launch.checkpoints)):
         if uri is not None and not uri.startswith("s3://"):
             problems.append(Problem(field, f"{uri!r} is not an S3 URI", "write s3://bucket/prefix"))
-    return problems
-
-
-def _launch_conflicts(launch: LaunchSpec) -> list[Problem]:
-    """Fields of the section that SageMaker refuses together, named here rather than as the flags they stand for."""
-    problems = []
-    if launch.keep_alive and (launch.spot or launch.instance_groups):
-        problems.append(
-            Problem(
-                "launch.keep_alive",
-                "given with spot or instance_groups: SageMaker keeps no warm pool of spot instances or of a "
-                "heterogeneous cluster",
-                "remove one of them",
-            )
-        )
-    if launch.max_wait is not None and not launch.spot:
-        problems.append(Problem("launch.max_wait", "is for spot jobs", "set spot: true, or remove max_wait"))
-    if launch.max_wait is not None and launch.max_run is not None and launch.max_wait < launch.max_run:
-        problems.append(Problem("launch.max_wait", f"is below max_run {launch.max_run}", "raise it to max_run or more"))
-    if bool(launch.subnets) != bool(launch.security_groups):
-        problems.append(
-            Problem("launch.subnets", "and launch.security_groups go together", "give both (VpcConfig), or neither")
-        )
     return problems
 
 

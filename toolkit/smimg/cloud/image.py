@@ -94,13 +94,14 @@ def pin_image(uri: str, region: str, say: Callable[[str], None], engine: Engine 
         )
     account, _ = location
     check_region(uri, region)
-    if advice := _other_account(account, region):
-        say(advice)
     client = aws.client("ecr", region)
-    digest = ref.digest or _digest_of_tag(client, account, ref)
-    found = ecr.manifest(client, ref.path, digest, registry.MANIFEST_TYPES, registry_id=account)
-    if found is None:
-        raise LaunchError(f"{ref.repository}@{digest} is not in ECR", "push it (`smimg push`) and launch its URI")
+    try:
+        digest = ref.digest or _digest_of_tag(client, account, ref)
+        found = ecr.manifest(client, ref.path, digest, registry.MANIFEST_TYPES, registry_id=account)
+        if found is None:
+            raise LaunchError(f"{ref.repository}@{digest} is not in ECR", "push it (`smimg push`) and launch its URI")
+    except (LaunchError, AwsError) as exc:
+        raise _other_account(exc, account, region) from None
     media_type, body = found
     _check_manifest(uri, media_type, body)
     _check_platform(uri, str((body.get("config") or {}).get("digest", "")), engine)
@@ -110,18 +111,20 @@ def pin_image(uri: str, region: str, say: Callable[[str], None], engine: Engine 
     return pinned
 
 
-def _other_account(account: str, region: str) -> str | None:
-    """Advice when the image is in another account's ECR, which SageMaker pulls only where that repository's policy
-    lets the job's account pull; None when it is this account's, or the account cannot be told (only advice)."""
+def _other_account(exc: LaunchError | AwsError, account: str, region: str) -> LaunchError | AwsError:
+    """A failed read of an image in another account's ECR, with what SageMaker would need to pull it there: that
+    repository's policy letting the job's account pull. Any other failure as it was."""
     try:
         mine = aws.account_id(region)
     except AwsError:
-        return None
+        return exc
     if mine == account:
-        return None
-    return (
-        f"smimg: the image is in account {account}'s ECR and the job runs in {mine}: SageMaker pulls it only if "
-        f"that repository's policy lets account {mine} pull (ecr:BatchGetImage, ecr:GetDownloadUrlForLayer)"
+        return exc
+    return type(exc)(
+        exc.message,
+        f"the image is in account {account}'s ECR and the job runs in {mine}: SageMaker pulls it only if that "
+        f"repository's policy lets account {mine} pull (ecr:BatchGetImage, ecr:GetDownloadUrlForLayer); or push "
+        "the image to this account (`smimg push`)",
     )
 
 

@@ -94,7 +94,9 @@ def prepare_launch(
     check_request(plan.request)
     if not check:
         return plan, where
-    return plan_launch(dataclasses.replace(job, image=ship_image(chosen, where, say))), where
+    shipped = plan_launch(dataclasses.replace(job, image=ship_image(chosen, where, say)))
+    check_request(shipped.request)  # the pinned image's URI is longer than the tag's
+    return shipped, where
 
 
 def check_request(request: Mapping[str, Any]) -> None:
@@ -191,7 +193,8 @@ def make_cloud_job(image: str, flags: LaunchFlags, region: str) -> CloudJob:
     groups = parse_instance_groups(flags.instance_groups)
     if groups and (flags.instance_type or flags.instances is not None):
         raise LaunchError(
-            "--instance-group replaces --instance-type and -n", "leave them out: each group names its type and count"
+            "instance groups (--instance-group, or the spec's launch.instance_groups) replace --instance-type and -n",
+            "leave those out: each group names its type and count",
         )
     if not groups and not flags.instance_type:
         raise LaunchError(

@@ -92,7 +92,7 @@ def plan_launch(job: CloudJob) -> LaunchPlan:
         "EnableNetworkIsolation": job.network_isolation,
     }
     if channels:
-        # The code reaches every group that has data (SageMaker wants groups on every channel once one has them).
+        # The code channel goes to every group (SageMaker wants groups on every channel once one has them).
         assigned = {CODE_CHANNEL: tuple(g.name for g in job.groups), **dict(job.channel_groups)}
         request["InputDataConfig"] = [
             _channel(name, uri, assigned.get(name, ()) if job.channel_groups else ()) for name, uri in channels

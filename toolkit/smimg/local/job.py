@@ -104,6 +104,10 @@ def channel_groups(
                 f"--input-group {item!r} does not name one of the job's channels and its groups",
                 f"write CHANNEL=GROUP[,GROUP], a channel of {', '.join(names) or 'none: add --input'}",
             )
+        if channel in assigned or len(set(chosen)) != len(chosen):
+            raise LocalError(
+                f"--input-group {item} repeats a channel or a group", "name each channel once, with all its groups"
+            )
         if unknown := [g for g in chosen if g not in known]:
             raise LocalError(
                 f"--input-group {item}: {', '.join(unknown)} is not one of the job's instance groups",
@@ -130,7 +134,8 @@ def distribution_groups(group: str | None, groups: tuple[InstanceGroup, ...]) ->
     if group not in {g.name for g in groups}:
         known = ", ".join(g.name for g in groups) or "none: add --instance-group"
         raise LocalError(
-            f"--distribution-group {group} is not one of the job's instance groups", f"name one of {known}"
+            f"--distribution-group (or launch.distribution_group) {group} is not one of the job's instance groups",
+            f"name one of {known}",
         )
     return ((contract.HP_DISTRIBUTION_GROUPS, [group]),)
 

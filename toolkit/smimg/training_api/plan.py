@@ -67,7 +67,7 @@ class TrainingPlan:
     image: str
     instances: int
     instance_type: str
-    channels: tuple[tuple[str, str], ...]  # name, S3 URI (or a local path, file://)
+    channels: tuple[tuple[str, str], ...]  # name, S3 URI
     hyperparameters: tuple[tuple[str, str], ...]  # verbatim, the reserved script-mode ones taken out
     program: str | None  # sagemaker_program, decoded
     submit_directory: str | None  # sagemaker_submit_directory, decoded: an s3:// sourcedir.tar.gz
