@@ -207,19 +207,7 @@ def warm_pool_decision(sagemaker: Any, request: Mapping[str, Any], region: str, 
     Raises:
         AwsError: a call failed.
     """
-    pools: list[dict[str, Any]] = []
-    pages = aws.paginate(
-        sagemaker,
-        "list_training_jobs",
-        "list the warm pools",
-        WarmPoolStatusEquals="Available",
-        SortBy="CreationTime",
-        SortOrder="Descending",
-    )
-    for page in pages:
-        pools += page.get("TrainingJobSummaries", [])
-        if len(pools) >= most:
-            break
+    pools = _newest(sagemaker, "list the warm pools", most, WarmPoolStatusEquals="Available")
     nearest: tuple[str, list[tuple[str, Any, Any]]] | None = None
     for summary in pools[:most]:
         name = summary["TrainingJobName"]
@@ -295,16 +283,25 @@ def jobs(region: str, limit: int = 20, name_contains: str | None = None) -> list
     Raises:
         AwsError: the call failed.
     """
-    sagemaker = aws.client("sagemaker", region)
+    filters = {"NameContains": name_contains} if name_contains else {}
+    return _newest(aws.client("sagemaker", region), "list training jobs", limit, **filters)[:limit]
+
+
+def _newest(sagemaker: Any, doing: str, limit: int, **filters: Any) -> list[dict[str, Any]]:
+    """ListTrainingJobs' summaries, newest first, page by page until at least ``limit`` (or all there are).
+
+    Raises:
+        AwsError: the call failed.
+    """
     found: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"SortBy": "CreationTime", "SortOrder": "Descending"}
-    if name_contains:
-        kwargs["NameContains"] = name_contains
-    for page in aws.paginate(sagemaker, "list_training_jobs", "list training jobs", **kwargs):
+    pages = aws.paginate(
+        sagemaker, "list_training_jobs", doing, SortBy="CreationTime", SortOrder="Descending", **filters
+    )
+    for page in pages:
         found += page.get("TrainingJobSummaries", [])
         if len(found) >= limit:
             break
-    return found[:limit]
+    return found
 
 
 def describe(name: str, region: str) -> dict[str, Any]:
