@@ -100,8 +100,8 @@ def prepare_launch(
 
 
 def check_request(request: Mapping[str, Any]) -> None:
-    """The request against every limit botocore's service model gives (lengths, counts, ranges, patterns, enums),
-    which the service would otherwise check only once the code is uploaded.
+    """The request against every limit botocore's service model gives and botocore leaves to the service (lengths,
+    counts, ranges, patterns), which the service would otherwise check only once the code is uploaded.
 
     Raises:
         LaunchError: the service's own report of what it would refuse.

@@ -55,7 +55,8 @@ class TrainingApi:
         handler = getattr(self, f"_{operation}", None)
         if handler is None:
             raise ApiError("UnknownOperationException", f"the local SageMaker API does not offer {operation}")
-        # The limits the service checks and botocore does not (maximum lengths, patterns, enums), from its model.
+        # The limits the service checks and botocore does not (maximum lengths, counts, ranges, patterns), from its
+        # model; enums are left out, as botocore leaves them.
         if found := service_model.violations("sagemaker", operation, body):
             raise ApiError("ValidationException", service_model.summary(found))
         return handler(body)  # type: ignore[no-any-return]
