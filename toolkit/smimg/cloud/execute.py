@@ -20,8 +20,6 @@ from smimg.local import MAX_RUNTIME_EXCEEDED
 from smimg.refs import ImageRef, is_valid
 from smimg.training_api.plan import warm_pool_differences
 
-Progress = Callable[[Mapping[str, Any]], None]  # gets each DescribeTrainingJob of a watch
-
 
 @dataclass(frozen=True)
 class CloudResult:
@@ -81,7 +79,7 @@ def launch(
     region: str,
     stop_on_interrupt: bool = False,
     poll: float = watch.POLL,
-    progress: Progress | None = None,
+    progress: watch.Progress | None = None,
 ) -> CloudResult:
     """Create the planned job and watch it to its end (``progress`` gets each DescribeTrainingJob).
 
@@ -126,7 +124,7 @@ def attach(
     region: str,
     stop_on_interrupt: bool = False,
     poll: float = watch.POLL,
-    progress: Progress | None = None,
+    progress: watch.Progress | None = None,
 ) -> CloudResult:
     """Watch a job to its end (its status changes and every host's lines, from the first); ``progress`` gets each
     DescribeTrainingJob.
@@ -147,7 +145,7 @@ class _Watching:
     say: Callable[[str], None]
     region: str
     poll: float
-    progress: Progress | None
+    progress: watch.Progress | None
     cursor: watch.Cursor = field(default_factory=watch.Cursor)
 
 

@@ -25,6 +25,7 @@ TERMINAL = frozenset({"Completed", "Failed", "Stopped"})
 POLL = 2.0  # seconds between polls; DescribeTrainingJob and GetLogEvents are rate-limited per account
 MAX_BACKOFF = 60.0
 OUTAGE = 900.0  # seconds of transient failures in a row before the watch is given up
+Progress = Callable[[Mapping[str, Any]], None]  # gets each DescribeTrainingJob of a watch
 
 
 @dataclass
@@ -45,7 +46,7 @@ def follow(
     region: str | None = None,
     poll: float = POLL,
     cursor: Cursor | None = None,
-    progress: Callable[[Mapping[str, Any]], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Show the job's secondary-status changes and log lines until it ends; its last DescribeTrainingJob. Each
     description also goes to ``progress`` (a terminal's status line).
