@@ -63,6 +63,7 @@ class Master:
         self.heard: dict[str, float] = {}  # when each joined worker last said anything
         self.peer_timeout = peer_timeout
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # a worker's DONE, or the abort: wakes wait_all_done at once
         self.aborted = False
         self.failure: PeerFailure | None = None  # the first, which aborted the job
         self.server = socket.create_server(("0.0.0.0", port), reuse_port=False)
@@ -113,6 +114,7 @@ class Master:
                     finished = True
                     with self.lock:
                         self.done.add(host)
+                        self.changed.notify_all()
                 elif word == "FAIL":
                     finished = True
                     name, _, reason = rest.partition(" ")
@@ -126,6 +128,7 @@ class Master:
                 return
             # Under the lock with the flag: whoever sees the job aborted finds the reason there.
             self.aborted, self.failure = True, failure
+            self.changed.notify_all()
             conns = list(self.conns.values())
         self.events.put(failure)
         for conn in conns:
@@ -139,14 +142,13 @@ class Master:
         """Wait for every worker's DONE, however long their jobs run on, unless the job aborts (a failure, a lost
         or silent peer), a worker has not joined by ``join_deadline``, or ``interrupted()`` (a signal); return those
         that never reported."""
-        while not interrupted():
-            with self.lock:
+        with self.lock:
+            while not interrupted():
                 if self.expected <= self.done or self.aborted:
                     break
                 if time.monotonic() > join_deadline and not self.expected <= self.joined:
                     break
-            time.sleep(0.05)
-        with self.lock:
+                self.changed.wait(0.05)  # the signal and the deadline are looked at between wake-ups
             return self.expected - self.done
 
     def close(self) -> None:
