@@ -11,7 +11,6 @@ import dataclasses
 import errno
 import functools
 import glob
-import importlib.metadata
 import json
 import os
 import queue
@@ -33,7 +32,7 @@ from typing import IO
 from smimg_entrypoint import __version__, contract
 from smimg_entrypoint.cluster import Cluster, Paths, read_cluster
 from smimg_entrypoint.hyperparameters import Hyperparameters, parse
-from smimg_entrypoint.logs import LogTrimmer, read_end
+from smimg_entrypoint.logs import RankLogs, read_end
 from smimg_entrypoint.plan import SMDDP_TOOLS, Code, Devices, LaunchPlan, choose_code, plan_launch, too_long
 from smimg_entrypoint.settings import PlanError, Settings
 from smimg_entrypoint.watch import Master, PeerFailure, Worker
@@ -55,19 +54,27 @@ def detect_devices(instance_type: str) -> Devices:
     if gpus == 0 and visible and visible not in ("all", "none", "void") and os.path.exists("/dev/nvidiactl"):
         gpus = len(visible.split(","))
     interfaces = tuple(sorted(os.listdir("/sys/class/net"))) if os.path.isdir("/sys/class/net") else ()
-    try:
-        torch_version: str | None = importlib.metadata.version("torch")  # not `import torch`: seconds, and memory
-    except importlib.metadata.PackageNotFoundError:
-        torch_version = None
     return Devices(
         gpus=gpus,
         neuron_cores=neuron_cores(instance_type),
         cpus=os.cpu_count() or 1,
         efa=bool(glob.glob("/dev/infiniband/uverbs*")),
         interfaces=interfaces,
-        torch_version=torch_version,
+        torch_version=installed_version("torch"),  # not `import torch`: seconds, and memory
         tools=frozenset(tool for tool in SMDDP_TOOLS if shutil.which(tool)),
     )
+
+
+def installed_version(package: str) -> str | None:
+    """A package's version from its metadata folder's name, the first on sys.path as importlib.metadata finds it,
+    without that module's import (a third of the entrypoint's start-up)."""
+    pattern = re.compile(rf"{re.escape(package)}-([^-]+?)(-py[0-9.]+)?\.(dist|egg)-info")
+    for folder in sys.path:
+        with contextlib.suppress(OSError):
+            for name in sorted(os.listdir(folder or ".")):
+                if match := pattern.fullmatch(name):
+                    return match.group(1)
+    return None
 
 
 def neuron_cores(instance_type: str) -> int:
@@ -115,7 +122,6 @@ _ECHOES = (
     "Broken pipe",
     "DistNetworkError",
 )
-TRIM_EVERY = 10.0  # seconds between trims of torchrun's per-rank logs
 ECHO_WAIT = 5.0  # seconds a node whose rank died of a peer's death waits for that peer's own report
 
 
@@ -368,7 +374,10 @@ class Job:
             return 1
         assert child.stderr is not None
         self.stderr = StderrTail(child.stderr)
+        rank_logs = RankLogs(plan.log_dir).start() if plan.launcher == contract.TORCHRUN else None
         rc = self._supervise(child, events)
+        if rank_logs is not None:
+            rank_logs.stop()  # the ranks' last lines before anything this node says of the outcome
         if self.stop_signal is not None:
             log(f"stopped by {signal.Signals(self.stop_signal).name} (launcher exit {rc})", plan.node_rank)
             self._close_peers()
@@ -404,15 +413,11 @@ class Job:
         """Wait for the launcher; stop it once, for a signal or a peer that fails or never joins; SIGKILL it when
         that stop's grace period ends."""
         plan = self.plan
-        trimmer, trimmed = LogTrimmer(plan.log_dir), time.monotonic()
         while True:
             try:
                 return child.wait(timeout=0.05)
             except subprocess.TimeoutExpired:
                 pass
-            if time.monotonic() - trimmed > TRIM_EVERY:
-                trimmer.trim()
-                trimmed = time.monotonic()
             if self.master is not None and time.monotonic() > self.join_deadline and self.master.missing():
                 missing = ", ".join(sorted(self.master.missing()))
                 self.master.abort(

@@ -334,12 +334,12 @@ def _target(code: Code) -> list[str]:
 def _torchrun_argv(topology: Topology, nproc: int, master_port: int, code: Code, log_dir: str) -> list[str]:
     return [
         contract.TORCHRUN,
-        # Per-rank logs let the failure file quote the failing rank's traceback; the tee gives the console whole lines
-        # with "[rankN]:" prefixes (ranks writing one pipe would split each other's lines). logs.LogTrimmer keeps
-        # the files from filling the disk.
+        # Per-rank logs let the failure file quote the failing rank's traceback; logs.RankLogs shows them on the
+        # console (whole lines with "[default<local rank>]:" first, as --tee would: ranks writing one pipe would
+        # split each other's lines) and keeps them from filling the disk.
         "--log-dir",
         log_dir,
-        "--tee",
+        "--redirects",
         "3",
         "--nnodes",
         str(len(topology.hosts)),

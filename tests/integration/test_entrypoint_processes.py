@@ -126,6 +126,13 @@ def test_two_nodes_all_reduce_over_world_of_four(tmp_path: Path, code: Path) -> 
     results = [line for out in outputs for line in out.splitlines() if "RESULT" in line]
     assert len(results) == 4
     assert all("world=4 sum=10.0" in line and repr(note) in line for line in results), results
+    # Each rank's lines on the console, whole, after its local rank as torchrun's --tee shows it, and all of them
+    # before the node says how the job ended.
+    assert all(line.startswith(f"[default{int(line.split('rank=')[1][0]) % 2}]:RESULT") for line in results), results
+    for out in outputs:
+        lines = out.splitlines()
+        ends = [i for i, line in enumerate(lines) if line.endswith("job completed")]
+        assert ends and max(i for i, line in enumerate(lines) if "RESULT" in line) < ends[0], out
     assert (bases[0] / "model" / "result.txt").read_text() == "4 10.0"
     assert not (bases[1] / "model" / "result.txt").exists()
     assert all((base / "output" / "success").is_file() for base in bases)

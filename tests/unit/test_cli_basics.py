@@ -34,18 +34,19 @@ def test_help_lists_commands_and_runs_from_any_folder(tmp_path: object) -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["local", "run", "-n", "abc"], "Invalid value for '--instances' / '-n'"),
-        (["build", "--no-such-flag"], "No such option: --no-such-flag"),
-        (["push", "--no-such-flag"], "No such option: --no-such-flag"),
-        (["no-such-command"], "No such command 'no-such-command'"),
-        (["inspect"], "Missing argument 'image'"),
+        (["local", "run", "-n", "abc"], ("Invalid value for '--instances' / '-n'",)),
+        # click words it "No such option: --x", and "No such option '--x'" from 8.3 on
+        (["build", "--no-such-flag"], ("No such option", "--no-such-flag")),
+        (["push", "--no-such-flag"], ("No such option", "--no-such-flag")),
+        (["no-such-command"], ("No such command 'no-such-command'",)),
+        (["inspect"], ("Missing argument 'image'",)),
     ],
 )
-def test_usage_mistakes_get_a_message_not_a_traceback(args: list[str], says: str) -> None:
+def test_usage_mistakes_get_a_message_not_a_traceback(args: list[str], says: tuple[str, ...]) -> None:
     proc = smimg_cli(*args)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert says in proc.stderr, proc.stderr
+    assert all(part.lower() in proc.stderr.lower() for part in says), proc.stderr  # IMAGE or image, by version
     assert len(proc.stderr.strip().splitlines()) <= 5, proc.stderr
 
 

@@ -40,8 +40,8 @@ def choose(reserved: Mapping[str, object], environ: Mapping[str, str], paths: Pa
 def test_one_cpu_node_missing_optional_fields() -> None:
     plan = plan_job(cluster("algo-1", ["algo-1"]), {}, Devices(cpus=2), CODE, PATHS)
     assert plan.argv == (
-        "torchrun", "--log-dir", LOG_DIR, "--tee", "3", "--nnodes", "1", "--nproc_per_node", "1", "--node_rank", "0",
-        "--master_addr", "algo-1", "--master_port", "7777", "train.py",
+        "torchrun", "--log-dir", LOG_DIR, "--redirects", "3", "--nnodes", "1", "--nproc_per_node", "1",
+        "--node_rank", "0", "--master_addr", "algo-1", "--master_port", "7777", "train.py",
     )  # fmt: skip
     assert plan.cwd == "/opt/smimg/code"
     assert plan.env["SM_HOSTS"] == '["algo-1"]'
@@ -59,7 +59,8 @@ def test_two_nodes_of_eight_gpus() -> None:
     devices = Devices(gpus=8, cpus=96, interfaces=("eth0", "lo"))
     plan = plan_job(cluster("algo-2", ["algo-2", "algo-1"]), {}, devices, CODE, PATHS)
     assert plan.argv[:15] == (
-        "torchrun", "--log-dir", LOG_DIR, "--tee", "3", "--nnodes", "2", "--nproc_per_node", "8", "--node_rank", "1",
+        "torchrun", "--log-dir", LOG_DIR, "--redirects", "3", "--nnodes", "2", "--nproc_per_node", "8",
+        "--node_rank", "1",
         "--master_addr", "algo-1", "--master_port", "7777",
     )  # fmt: skip
     assert plan.env["NCCL_SOCKET_IFNAME"] == "eth0"

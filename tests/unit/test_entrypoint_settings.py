@@ -173,7 +173,7 @@ def test_the_plan_carries_the_log_dir_the_watch_port_and_the_timeouts() -> None:
     code = Code("/opt/smimg/code", "train.py")
     plan = plan_launch(job, hyperparameters, settings, environ, Devices(gpus=2), code, "/tmp/logs", Paths(Path("/ml")))
     argv = (
-        "torchrun", "--log-dir", "/tmp/logs", "--tee", "3",
+        "torchrun", "--log-dir", "/tmp/logs", "--redirects", "3",
         "--nnodes", "2", "--nproc_per_node", "2", "--node_rank", "1",
         "--master_addr", "10.0.0.1", "--master_port", "7777", "train.py", "--epochs", "3",
     )  # fmt: skip
@@ -204,4 +204,4 @@ def test_only_torchrun_writes_per_rank_logs(launcher: str) -> None:
     plan = plan_launch(
         job, parse({}), settings, {}, Devices(gpus=1), Code("/c", "t.py"), "/tmp/logs", Paths(Path("/ml"))
     )
-    assert "--log-dir" not in plan.argv and "--tee" not in plan.argv
+    assert "--log-dir" not in plan.argv and "--redirects" not in plan.argv
