@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from smimg.resources import images_dir
 from smimg_entrypoint.cluster import Cluster, Paths, parse_cluster
 from smimg_entrypoint.hyperparameters import decode, parse, split, to_args
-from smimg_entrypoint.main import image_defaults
+from smimg_entrypoint.main import image_defaults, installed_version
 from smimg_entrypoint.plan import Code, Devices, LaunchPlan, choose_code, plan_launch
 from smimg_entrypoint.settings import PlanError, Settings
 
@@ -310,3 +312,17 @@ def test_paths_follow_the_contract() -> None:
         "code": "/ml/code",
     }
     assert paths.resource_config == Path("/ml/input/config/resourceconfig.json")
+
+
+def test_a_packages_version_is_read_from_its_metadata_folder_first_on_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert installed_version("torch") == importlib.metadata.version("torch")  # this venv's
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in ("a/torch_tb_profiler-0.4.3.dist-info", "a/torch-2.13.0+cpu.dist-info", "b/torch-1.0.dist-info"):
+        (tmp_path / folder).mkdir(parents=True)
+    (second / "numpy-1.26.4-py3.10.egg-info").mkdir()
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "missing"), str(first), str(second)])
+    assert installed_version("torch") == "2.13.0+cpu"
+    assert installed_version("numpy") == "1.26.4"
+    assert installed_version("transformers") is None
