@@ -143,6 +143,9 @@ class FakeEngine:
     def logs(self, name: str) -> Iterator[bytes]:
         yield from self.containers[name].logs
 
+    def watch_ends(self, label: str, value: str, on_end: Callable[[str], None]) -> Callable[[], None]:
+        return lambda: None  # no events: the supervisor sees ends by the log streams and the states
+
     def stop(self, name: str, timeout: float) -> None:
         self._call("stop", name)
         self.containers[name].stopped = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,21 @@ def test_ctrl_c_removes_containers_and_network(image: str, tmp_path: Path) -> No
     assert proc.wait(timeout=60) == 130
     assert time.monotonic() - started < 30
     assert leftovers(name) == []
+
+
+def test_the_engine_tells_a_labelled_containers_end_as_it_stops(image: str) -> None:
+    engine, label = default_engine(), "dev.smimg.test-ends"
+    names = [f"smimg-test-ends-{time.monotonic_ns()}-{n}" for n in ("ours", "other")]
+    ended: list[str] = []
+    stop_watching = engine.watch_ends(label, names[0], ended.append)
+    try:
+        for name in names:
+            engine.sdk.containers.create(image, entrypoint=["true"], name=name, labels={label: name}).start()
+        deadline = time.monotonic() + 30
+        while not ended and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ended == [names[0]]  # only the container of this label's value
+    finally:
+        stop_watching()
+        for name in names:
+            engine.remove_container(name)

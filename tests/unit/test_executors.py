@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import tarfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -467,3 +468,13 @@ def test_a_lock_taken_but_not_yet_written_is_not_a_crash(tmp_path: Path, monkeyp
     with open(locks / "local-starting.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert local.running() == []
+
+
+def test_the_supervisor_sleeps_until_a_stream_ends_or_something_is_due() -> None:
+    wait, now = local_executor._wait, time.monotonic()
+    idle, ending = local_executor.IDLE_POLL, local_executor.ENDING_POLL
+    assert wait(["algo-1", "algo-2"], {}, []) == idle  # the engine is not asked while every stream runs
+    assert wait(["algo-2"], {"algo-1": now, "algo-2": now}, []) == ending  # its stream ended, the engine lags
+    assert wait(["algo-2"], {"algo-2": now - 60}, []) == idle  # a stream lost long ago: back to the idle pace
+    assert wait(["algo-1"], {}, [now + 0.3]) == pytest.approx(0.31, abs=0.02)  # a timed stop or a grace's end
+    assert wait(["algo-1"], {}, [now - 5]) == 0.0

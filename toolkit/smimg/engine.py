@@ -178,6 +178,10 @@ class Engine(Protocol):
     def logs(self, name: str) -> Iterator[bytes]:
         """A container's output from its start, followed until it ends."""
 
+    def watch_ends(self, label: str, value: str, on_end: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``on_end`` with the name of each container labelled ``label=value`` as it stops, from now until the
+        returned function is called. Best effort: a container's state stays the authority."""
+
     def stop(self, name: str, timeout: float) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds."""
 

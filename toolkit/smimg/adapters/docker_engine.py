@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import tarfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -256,6 +257,22 @@ class DockerEngine:
     def logs(self, name: str) -> Iterator[bytes]:
         container = self._sdk_call(lambda: self.sdk.containers.get(name))
         yield from container.logs(stream=True, follow=True)
+
+    def watch_ends(self, label: str, value: str, on_end: Callable[[str], None]) -> Callable[[], None]:
+        # The engine's die events come as a container stops, as `docker wait` returns; a log stream can close up
+        # to a second later.
+        filters = {"type": "container", "event": "die", "label": f"{label}={value}"}
+        stream = self._sdk_call(lambda: self.sdk.events(decode=True, filters=filters))
+
+        def read() -> None:
+            # Ends when the stream is closed, or the engine is lost (the supervisor's look at the states says so).
+            with contextlib.suppress(Exception):
+                for event in stream:
+                    on_end(str(event.get("Actor", {}).get("Attributes", {}).get("name", "")))
+
+        threading.Thread(target=read, daemon=True).start()
+        close: Callable[[], None] = stream.close
+        return close
 
     def stop(self, name: str, timeout: float) -> None:
         try:

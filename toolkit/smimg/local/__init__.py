@@ -14,7 +14,6 @@ from smimg.local.execute import (
     available_gpus,
     run,
     shell,
-    supervise,
     write_run_dir,
 )
 from smimg.local.job import (
@@ -53,6 +52,5 @@ __all__ = [
     "running",
     "shell",
     "stop",
-    "supervise",
     "write_run_dir",
 ]

@@ -13,7 +13,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -366,8 +366,15 @@ def _attempt(plan: LocalPlan, engine: Engine, say: Callable[[str], None], stop: 
     """Start every host (the checkpoints restored into each), supervise them to their end."""
     restored = results.restore_checkpoints(plan)
     started = time.monotonic()
-    _up(plan, engine)
-    supervised = supervise(plan, engine, say, stop=stop)
+    ends = _Ends()
+    hosts = {plan.container(h.name): h.name for h in plan.hosts}
+    # Watched from before the hosts exist, so that no end goes unseen.
+    stop_watching = engine.watch_ends(contract.LABEL_JOB, plan.project, lambda name: ends.note(hosts.get(name, name)))
+    try:
+        _up(plan, engine)
+        supervised = supervise(plan, engine, say, ends, stop=stop)
+    finally:
+        stop_watching()
     signalled = supervised.signalled_at
     return Attempt(
         seconds=supervised.ended_at - started,
@@ -424,11 +431,23 @@ def _removal_command(plan: LocalPlan, containers: Sequence[str]) -> str:
     return f"docker rm -f {' '.join(containers)} && docker network rm {plan.network}"
 
 
+@dataclass
+class _Ends:
+    """Signs that hosts ended (the engine's die event, their log stream closing), which wake the supervisor."""
+
+    seen: dict[str, float] = dataclasses.field(default_factory=dict)  # host -> time.monotonic() of its first sign
+    changed: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def note(self, host: str) -> None:
+        self.seen.setdefault(host, time.monotonic())
+        self.changed.set()
+
+
 def _follow_logs(
-    plan: LocalPlan, engine: Engine, say: Callable[[str], None], width: int, closed: threading.Event
+    plan: LocalPlan, engine: Engine, say: Callable[[str], None], width: int, ends: _Ends
 ) -> list[threading.Thread]:
     """One thread per host prints its container's lines as ``algo-2 | ...``, host names padded to ``width``; each
-    sets ``closed`` when its stream ends, which is when its container ends."""
+    notes in ``ends`` when its stream ends."""
     lock = threading.Lock()
 
     def follow(name: str) -> None:
@@ -444,7 +463,7 @@ def _follow_logs(
                 with lock:
                     say(f"{name:<{width}} | {pending.decode('utf-8', 'replace')}")
         finally:
-            closed.set()
+            ends.note(name)
 
     threads = [threading.Thread(target=follow, args=(h.name,), daemon=True) for h in plan.hosts]
     for thread in threads:
@@ -474,21 +493,13 @@ class Supervised:
 
 
 def supervise(
-    plan: LocalPlan,
-    engine: Engine,
-    say: Callable[[str], None],
-    poll: float | None = None,
-    stop: TimedStop | None = None,
+    plan: LocalPlan, engine: Engine, say: Callable[[str], None], ends: _Ends, stop: TimedStop | None = None
 ) -> Supervised:
     """Wait for every host; after the first failure the others get ``STOP_GRACE`` seconds, then are stopped; at
     ``stop.at`` every host still running is stopped as SageMaker stops a job."""
     names = [h.name for h in plan.hosts]
-    # Each poll asks the engine about every running host: longer for many hosts. A host's end does not wait for it.
-    poll = poll if poll is not None else max(0.1, 0.02 * len(names))
     width = max(len(name) for name in names)
-    # Woken when a log stream closes, which is when its host ends: usually seen then, not a poll later.
-    closed = threading.Event()
-    threads = _follow_logs(plan, engine, say, width, closed)
+    threads = _follow_logs(plan, engine, say, width, ends)
     ended: dict[str, ContainerState] = {}
     stopped: set[str] = set()
     deadline: float | None = None
@@ -517,8 +528,13 @@ def supervise(
                     say(f"{name:<{width}} | smimg: stopping this host: another host failed {STOP_GRACE:.0f}s ago")
                     engine.stop(plan.container(name), timeout=10)
                     stopped.add(name)
-        closed.wait(poll)
-        closed.clear()
+        due = [
+            *([deadline] if deadline is not None and set(running) - stopped else []),
+            *([stop.at] if stop is not None and signalled is None and deadline is None else []),
+            *([signalled + stop.grace] if stop is not None and signalled is not None and not killed else []),
+        ]
+        ends.changed.wait(_wait(running, ends.seen, due))
+        ends.changed.clear()
     for thread in threads:
         thread.join(timeout=5)
     hosts = tuple(
@@ -526,6 +542,19 @@ def supervise(
         for name in sorted(names)
     )
     return Supervised(hosts, signalled, time.monotonic())
+
+
+IDLE_POLL = 1.0  # seconds between looks at hosts with no sign of an end: only a sign that never came needs them
+ENDING_POLL = 0.05  # a host whose end was signalled: its state says so within a moment
+
+
+def _wait(running: Sequence[str], seen: Mapping[str, float], due: Sequence[float]) -> float:
+    """How long the supervisor sleeps unless a host's end is signalled: until the next thing due, a short while for
+    a host whose end was signalled in the last seconds but whose state does not say so yet, else ``IDLE_POLL``.
+    Nothing is asked of the engine meanwhile: on a machine the job keeps busy, polling slowed it."""
+    now = time.monotonic()
+    ending = any(now - seen[name] < 5 * IDLE_POLL for name in running if name in seen)
+    return max(0.0, min([ENDING_POLL if ending else IDLE_POLL, *(at - now + 0.01 for at in due)]))
 
 
 def _signal_all(
