@@ -13,13 +13,15 @@ from collections.abc import Callable, Mapping
 
 
 def exports(package: str, where: Mapping[str, str]) -> Callable[[str], object]:
-    """A module ``__getattr__`` for ``package``: ``where`` maps each exported name to its module, relative."""
+    """A module ``__getattr__`` for ``package``: ``where`` maps each exported name to its module, relative; a
+    submodule exported by its own name maps to itself."""
 
     def __getattr__(name: str) -> object:
         module = where.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        loaded = importlib.import_module(f"{package}.{module}")
+        value = loaded if module == name else getattr(loaded, name)
         setattr(sys.modules[package], name, value)
         return value
 

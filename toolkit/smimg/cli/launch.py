@@ -21,7 +21,6 @@ from smimg.cli.options import (
     SpecPath,
 )
 from smimg.cli.progress import JobView
-from smimg.cloud.plan import DEFAULT_VOLUME_GB
 from smimg.errors import LaunchError
 
 Inputs = Annotated[list[str] | None, typer.Option("--input", "-i", help="Channel NAME=s3://bucket/prefix; repeatable.")]
@@ -93,7 +92,8 @@ def launch_command(
         ),
     ] = None,
     volume_size: Annotated[
-        int | None, typer.Option("--volume-size", help=f"VolumeSizeInGB per instance. Default: {DEFAULT_VOLUME_GB}.")
+        int | None,
+        typer.Option("--volume-size", help=f"VolumeSizeInGB per instance. Default: {cloud.DEFAULT_VOLUME_GB}."),
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE tag on the job; repeatable.")] = None,
     subnets: Annotated[

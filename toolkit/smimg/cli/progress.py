@@ -11,14 +11,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
-from rich.status import Status
 
 from smimg import ship
 from smimg.cli import console
 from smimg.cli.console import err
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+    from rich.status import Status
+
     from smimg.ship import LayerEvent
 
 _STEP = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
@@ -79,6 +80,9 @@ class PushView:
     """Per-layer progress: a bar per uploading layer on a terminal, one line per finished layer elsewhere."""
 
     def __init__(self, live: bool) -> None:
+        # Imported here: loading rich's progress bars cost every command start-up 8 ms.
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
         self.progress = (
             Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True)
             if live

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smimg.adapters import aws, service_model
+from smimg.cloud import DEFAULT_VOLUME_GB
 from smimg.cloud.accelerate import AccelerateLaunch, read_accelerate_config
 from smimg.cloud.execute import resolve_region
 from smimg.cloud.image import choose_image, ship_image
-from smimg.cloud.plan import DEFAULT_MAX_RUN, DEFAULT_VOLUME_GB, CloudJob, LaunchPlan, plan_launch
+from smimg.cloud.plan import DEFAULT_MAX_RUN, CloudJob, LaunchPlan, plan_launch
 from smimg.errors import LaunchError
 from smimg.local.job import (
     channel_groups,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smimg.cloud import DEFAULT_VOLUME_GB
 from smimg.errors import LaunchError
 from smimg.local.job import S3_URI, InstanceGroup
 from smimg.refs import ImageRef
@@ -21,7 +22,6 @@ from smimg_entrypoint import contract
 
 DEFAULT_MAX_RUN = 24 * 3600  # SageMaker's own default for MaxRuntimeInSeconds
 MAX_WAIT_LIMIT = 28 * 24 * 3600
-DEFAULT_VOLUME_GB = 30
 CODE_ARCHIVE = "sourcedir.tar.gz"  # the name the SageMaker SDK gives script-mode code, which toolkits expect
 CODE_CHANNEL = "code"  # the SDK's channel for the code of a network-isolated job
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
