@@ -66,3 +66,19 @@ def test_an_unexpected_error_is_reported_as_a_bug_with_its_traceback(
     assert exited.value.code == 70
     err = capfd.readouterr().err
     assert "ZeroDivisionError: a bug" in err and "this is a bug in smimg" in err
+
+
+def test_the_cli_loads_no_heavy_module_before_a_command_needs_it() -> None:
+    heavy = (
+        "boto3",
+        "botocore",
+        "docker",
+        "jinja2",
+        "pydantic",
+        "rich.progress",
+        "smimg.build.plan",
+        "smimg.cloud.plan",
+    )
+    code = f"import sys, smimg.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"  # each costs every command's start-up
