@@ -9,16 +9,12 @@ import traceback
 from typing import Annotated, NoReturn
 
 import typer
+from click.exceptions import ClickException
 from rich.markup import escape
 
 from smimg import __version__, interrupts
 from smimg.cli import build, console, dev, launch, local, push
 from smimg.errors import SmimgError
-
-try:  # typer vendors click from 0.26 on; before, it used click itself
-    from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException  # type: ignore[assignment]
 
 app = typer.Typer(
     name="smimg",
