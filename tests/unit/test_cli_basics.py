@@ -82,3 +82,13 @@ def test_the_cli_loads_no_heavy_module_before_a_command_needs_it() -> None:
     code = f"import sys, smimg.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"  # each costs every command's start-up
+
+
+def test_local_run_of_an_image_loads_neither_pydantic_nor_the_build(tmp_path: object) -> None:
+    argv = ["smimg", "local", "run", "img:1", "-n", "2", "--compose-only", "--run-dir", f"{tmp_path}/run"]
+    code = (
+        f"import sys\nfrom smimg.cli.main import main\nsys.argv = {argv!r}\ntry:\n    main()\nexcept SystemExit:\n"
+        "    pass\nprint([m for m in ('pydantic', 'jinja2', 'smimg.build.plan') if m in sys.modules])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stderr  # typer from 0.26 on loads pydantic
