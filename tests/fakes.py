@@ -45,6 +45,7 @@ class FakeEngine:
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     networks: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> labels
     pushes: list[list[dict[str, Any]]] = field(default_factory=list)
+    watches: list[str] = field(default_factory=list)
     build_output: str | None = None  # a failing build's output; None builds successfully
     lost: bool = False  # the engine went away: every call raises DockerUnavailable
     calls: list[tuple[Any, ...]] = field(default_factory=list)
@@ -144,7 +145,10 @@ class FakeEngine:
         yield from self.containers[name].logs
 
     def watch_ends(self, label: str, value: str, on_end: Callable[[str], None]) -> Callable[[], None]:
-        return lambda: None  # no events: the supervisor sees ends by the log streams and the states
+        # No events: the supervisor sees ends by the log streams and the states. Each watch is recorded, and
+        # whether it was stopped.
+        self.watches.append(f"{label}={value}")
+        return lambda: self.watches.append(f"stopped {label}={value}")
 
     def stop(self, name: str, timeout: float) -> None:
         self._call("stop", name)

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import sys
 import threading
 import time
@@ -115,17 +116,21 @@ class RankLogs:
         self._thread.join()
 
     def _run(self) -> None:
-        trimmed = time.monotonic()
+        trimmed, failed = time.monotonic(), False
         while not self._stopping.wait(self.interval):
-            self.show()
-            if time.monotonic() - trimmed > self.trim_every:
-                self.trimmer.trim(self.shown)
-                trimmed = time.monotonic()
+            try:
+                self.show()
+                if time.monotonic() - trimmed > self.trim_every:
+                    self.trimmer.trim(self.shown)
+                    trimmed = time.monotonic()
+            except Exception as exc:  # a log folder gone odd must not silence every rank from now on
+                if not failed:
+                    _warn(f"showing or trimming the ranks' logs failed ({exc!r}); trying on")
+                failed = True
         self.show(final=True)
 
     def show(self, final: bool = False) -> None:
-        # torchrun's layout: <folder>/<run id>/attempt_<restart>/<local rank>/{stdout,stderr}.log
-        for path in sorted(self.folder.glob("*/attempt_*/*/std*.log")):
+        for path in sorted(self.folder.glob("*/attempt_*/*/std*.log"), key=_log_order):
             sink = self.sinks.get(path.name)
             if sink is not None:
                 with contextlib.suppress(FileNotFoundError):
@@ -138,12 +143,10 @@ class RankLogs:
                 offset = self.shown.get(path, 0)
                 handle.seek(offset)
                 read = handle.read(READ_MAX)
-                # A line still being written waits for its end, unless the writers are gone or it fills a read.
-                whole = b"\n" in read or len(read) < READ_MAX
-                chunk = read[: read.rfind(b"\n") + 1] if whole and not final else read
+                chunk = read if final else _whole_lines(read)
                 if not chunk:
                     return
-                lines = chunk.split(b"\n")
+                lines = _LINE_END.split(chunk)
                 if not lines[-1]:
                     lines.pop()
                 self.shown[path] = offset + len(chunk)
@@ -152,3 +155,26 @@ class RankLogs:
                     sink.flush()
                 if len(read) < READ_MAX:
                     return
+
+
+# As torchrun's tail reads a log (text mode: universal newlines), a progress bar's every "\r" ends a line too.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _whole_lines(read: bytes) -> bytes:
+    """The part of a read that ends a line; a line still being written waits for its end, unless it fills the read.
+    A last "\r" waits too: it may be the start of "\r\n"."""
+    body = read[:-1] if read.endswith(b"\r") else read
+    cut = max(body.rfind(b"\n"), body.rfind(b"\r")) + 1
+    return body[:cut] if cut or len(read) < READ_MAX else read
+
+
+def _log_order(path: Path) -> tuple[int, int, str]:
+    """attempt_2 before attempt_10, rank 2 before rank 10."""
+    attempt, rank = path.parent.parent.name.partition("_")[2], path.parent.name
+    return (int(attempt) if attempt.isdigit() else 0, int(rank) if rank.isdigit() else 0, str(path))
+
+
+def _warn(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(f"smimg-train: {message}", file=sys.stderr, flush=True)

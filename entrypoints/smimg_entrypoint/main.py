@@ -74,7 +74,13 @@ def installed_version(package: str) -> str | None:
             for name in sorted(os.listdir(folder or ".")):
                 if match := pattern.fullmatch(name):
                     return match.group(1)
-    return None
+    # Other installs (an .egg, a develop install's unversioned egg-info): the slow, thorough way.
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def neuron_cores(instance_type: str) -> int:
@@ -375,9 +381,11 @@ class Job:
         assert child.stderr is not None
         self.stderr = StderrTail(child.stderr)
         rank_logs = RankLogs(plan.log_dir).start() if plan.launcher == contract.TORCHRUN else None
-        rc = self._supervise(child, events)
-        if rank_logs is not None:
-            rank_logs.stop()  # the ranks' last lines before anything this node says of the outcome
+        try:
+            rc = self._supervise(child, events)
+        finally:
+            if rank_logs is not None:
+                rank_logs.stop()  # the ranks' last lines before anything this node says of the outcome
         if self.stop_signal is not None:
             log(f"stopped by {signal.Signals(self.stop_signal).name} (launcher exit {rc})", plan.node_rank)
             self._close_peers()

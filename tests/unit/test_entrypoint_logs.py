@@ -6,9 +6,12 @@ import io
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from smimg_entrypoint.logs import LogTrimmer, RankLogs, read_end
+import pytest
+
+from smimg_entrypoint.logs import READ_MAX, LogTrimmer, RankLogs, read_end
 
 LINES = 600_000  # 8.4 MB of "line 00000000\n"
 WRITER = f"""
@@ -81,3 +84,51 @@ def test_the_trimmer_never_punches_what_was_not_shown(tmp_path: Path) -> None:
     assert trimmer.trim({log: 0}) == 0
     assert trimmer.trim({log: 1 << 20}) == 1 << 20
     assert trimmer.trim({log: 4 << 20}) == 2 << 20  # the last `keep` bytes stay
+
+
+def test_a_progress_bars_every_carriage_return_ends_a_line_as_under_tee(tmp_path: Path) -> None:
+    log = rank_log(tmp_path, 0, "stderr")
+    log.write_bytes(b"\r  0%|   |\r 50%|#  |\r100%|###|\r\nnext\r")
+    err = io.BytesIO()
+    shown = RankLogs(str(tmp_path), sinks={"stderr.log": err})
+    shown.show()
+    bars = [b"[default0]:", b"[default0]:  0%|   |", b"[default0]: 50%|#  |", b"[default0]:100%|###|"]
+    assert err.getvalue().split(b"\n") == [*bars, b""]  # "next\r" waits: the "\r" may be half of "\r\n"
+    with log.open("ab") as handle:
+        handle.write(b"\n")
+    shown.show()
+    assert err.getvalue().split(b"\n") == [*bars, b"[default0]:next", b""]  # one line, not two
+
+
+def test_a_line_longer_than_a_read_is_shown_in_pieces_rather_than_held(tmp_path: Path) -> None:
+    rank_log(tmp_path, 0).write_bytes(b"x" * (READ_MAX + 10))
+    out = io.BytesIO()
+    RankLogs(str(tmp_path), sinks={"stdout.log": out}).show()
+    assert out.getvalue() == b"[default0]:" + b"x" * READ_MAX + b"\n"
+
+
+def test_attempts_and_ranks_are_shown_in_number_order(tmp_path: Path) -> None:
+    for attempt, rank in ((10, 0), (2, 10), (2, 2)):
+        rank_log(tmp_path, rank, attempt=attempt).write_text(f"a{attempt} r{rank}\n")
+    out = io.BytesIO()
+    RankLogs(str(tmp_path), sinks={"stdout.log": out}).show()
+    assert out.getvalue() == b"[default2]:a2 r2\n[default10]:a2 r10\n[default0]:a10 r0\n"
+
+
+def test_a_failing_trim_is_said_once_and_the_lines_keep_coming(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Refused(LogTrimmer):
+        def trim(self, shown: Mapping[Path, int]) -> int:
+            raise PermissionError("denied")
+
+    log, out = rank_log(tmp_path, 0), io.BytesIO()
+    shown = RankLogs(str(tmp_path), interval=0.01, trim_every=0, trimmer=Refused(), sinks={"stdout.log": out})
+    shown.start()
+    for n in range(3):
+        with log.open("a") as handle:
+            handle.write(f"line {n}\n")
+        time.sleep(0.1)
+    shown.stop()
+    assert out.getvalue() == b"".join(f"[default0]:line {n}\n".encode() for n in range(3))
+    assert capsys.readouterr().err.count("trying on") == 1

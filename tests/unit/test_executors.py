@@ -243,6 +243,8 @@ def test_every_exit_path_cleans_up(tmp_path: Path, fault: BaseException) -> None
         ("remove_container", "fake-job-algo-1"),
     ]
     assert not plan.run_dir.exists() and not engine.containers
+    watched = f"{contract.LABEL_JOB}={plan.project}"
+    assert engine.watches == [watched, f"stopped {watched}"]  # the engine's events are not left streaming
 
 
 def test_an_interrupt_after_the_hosts_finished_keeps_the_unpackaged_model(tmp_path: Path) -> None:

@@ -271,7 +271,13 @@ class DockerEngine:
                     on_end(str(event.get("Actor", {}).get("Attributes", {}).get("name", "")))
 
         threading.Thread(target=read, daemon=True).start()
-        close: Callable[[], None] = stream.close
+
+        def close() -> None:
+            # Over ssh:// the SDK cannot close a stream, and a lost engine's socket refuses shutdown: neither may
+            # replace how the job ended (the reader thread is a daemon).
+            with contextlib.suppress(Exception):
+                stream.close()
+
         return close
 
     def stop(self, name: str, timeout: float) -> None:

@@ -435,11 +435,11 @@ def _removal_command(plan: LocalPlan, containers: Sequence[str]) -> str:
 class _Ends:
     """Signs that hosts ended (the engine's die event, their log stream closing), which wake the supervisor."""
 
-    seen: dict[str, float] = dataclasses.field(default_factory=dict)  # host -> time.monotonic() of its first sign
+    seen: dict[str, float] = dataclasses.field(default_factory=dict)  # host -> time.monotonic() of its latest sign
     changed: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     def note(self, host: str) -> None:
-        self.seen.setdefault(host, time.monotonic())
+        self.seen[host] = time.monotonic()
         self.changed.set()
 
 
@@ -506,6 +506,7 @@ def supervise(
     signalled: float | None = None
     killed = False
     while len(ended) < len(names):
+        ends.changed.clear()  # before the look: a sign that comes during it wakes the next wait at once
         for name in names:
             if name in ended:
                 continue
@@ -534,7 +535,6 @@ def supervise(
             *([signalled + stop.grace] if stop is not None and signalled is not None and not killed else []),
         ]
         ends.changed.wait(_wait(running, ends.seen, due))
-        ends.changed.clear()
     for thread in threads:
         thread.join(timeout=5)
     hosts = tuple(
