@@ -31,9 +31,10 @@ model = os.environ.get("SM_MODEL_DIR", "/opt/ml/model")
 def write(name, data):
     # Whole or not at all: every process of a host (SMIMG_NPROC_PER_NODE) may write the same file at once.
     path = os.path.join(model, name)
-    with open(f"{path}.{os.getpid()}", "w") as f:
+    private = f"{path}.{os.getpid()}"
+    with open(private, "w") as f:
         json.dump(data, f)
-    os.replace(f"{path}.{os.getpid()}", path)
+    os.replace(private, path)
 
 
 if mode == "argv":
